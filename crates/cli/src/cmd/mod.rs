@@ -1,0 +1,14 @@
+//! One module per subcommand: its arguments (clap) and its `run`.
+
+pub mod bench;
+pub mod chat;
+pub mod detokenize;
+pub mod dump;
+pub mod inspect;
+pub mod logits;
+pub mod perplexity;
+pub mod quantize;
+pub mod run;
+pub mod serve;
+pub mod template;
+pub mod tokenize;

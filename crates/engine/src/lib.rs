@@ -1,0 +1,4 @@
+//! # ferrite-engine: from GGUF weights to tokens and text
+//!
+//! Model configs and the generic decoder (`models`), KV cache, sampling, tokenizers and chat
+//! templates.

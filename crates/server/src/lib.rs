@@ -1,0 +1,1 @@
+//! # ferrite-server: an OpenAI-compatible HTTP API over the engine
