@@ -332,9 +332,9 @@ def hash_model(path: Path) -> dict:
             "type": qt.name, "n_elements": int(t.n_elements),
             "sha256": hashlib.sha256(le.tobytes()).hexdigest(),
             "first_bits": [f"{int(x):08x}" for x in le[:4].view(np.uint32)],
-            "reference": reference_name(qt),
         }
-    return {"tensors": tensors}
+    types = sorted({v["type"] for v in tensors.values()})
+    return {"references": {name: reference_name(Q[name]) for name in types}, "tensors": tensors}
 
 
 def file_sha256(path: Path) -> str:
