@@ -6,6 +6,7 @@
 //! against the scalar path.
 
 pub mod matmul;
+pub mod quantize;
 
 use ferrite_gguf::GgmlType;
 
