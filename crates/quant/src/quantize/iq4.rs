@@ -12,18 +12,22 @@ pub(crate) const IQ4_LEVELS: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
-/// Index of the level nearest to `v` (the lower one on a tie).
+/// Index of the level nearest to `v` (the lower one on a tie; NaN gives the lowest).
 fn nearest_level(v: f32) -> u8 {
-    let mut best = 0usize;
-    let mut best_d = f32::INFINITY;
-    for (i, &k) in IQ4_LEVELS.iter().enumerate() {
-        let d = (v - f32::from(k)).abs();
-        if d < best_d {
-            best_d = d;
-            best = i;
-        }
+    // First level not below v, then pick the closer of it and its predecessor.
+    let hi = IQ4_LEVELS.partition_point(|&k| f32::from(k) < v);
+    if hi == 0 {
+        return 0;
     }
-    best as u8
+    if hi == IQ4_LEVELS.len() {
+        return 15;
+    }
+    let (a, b) = (f32::from(IQ4_LEVELS[hi - 1]), f32::from(IQ4_LEVELS[hi]));
+    if v - a <= b - v {
+        (hi - 1) as u8
+    } else {
+        hi as u8
+    }
 }
 
 /// Element weights: the squares of the values without importance, otherwise
