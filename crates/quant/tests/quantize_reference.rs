@@ -172,3 +172,46 @@ fn rmse_on_smollm2_tensors_matches_gguf_python() {
         }
     }
 }
+
+/// The k-quant searches follow ggml's reference algorithms closely enough that, without an
+/// importance vector, the bytes equal llama-quantize's output for every 2-D tensor of the tiny
+/// model (made with `--pure`, no imatrix).
+#[test]
+fn k_quants_equal_llama_quantize_bytes_on_tiny_llama() {
+    let f32_file = tiny_f32();
+    for (ty, file) in [
+        (GgmlType::Q2_K, "Q2_K"),
+        (GgmlType::Q3_K, "Q3_K_S"),
+        (GgmlType::Q4_K, "Q4_K_S"),
+        (GgmlType::Q5_K, "Q5_K_S"),
+        (GgmlType::Q6_K, "Q6_K"),
+        (GgmlType::Q4_0, "Q4_0"),
+        (GgmlType::Q4_1, "Q4_1"),
+        (GgmlType::Q5_0, "Q5_0"),
+        (GgmlType::Q5_1, "Q5_1"),
+        (GgmlType::Q8_0, "Q8_0"),
+        (GgmlType::TQ1_0, "TQ1_0"),
+        (GgmlType::TQ2_0, "TQ2_0"),
+    ] {
+        let path = ferrite_testdata::reference_dir().join(format!("tiny/tiny-llama-{file}.gguf"));
+        let quantized = GgufFile::open(&path).unwrap();
+        for t in quantized.tensors().iter().filter(|t| t.dims.len() == 2) {
+            assert_eq!(t.ty, ty, "{file}: {}", t.name);
+            let x = f32_tensor(&f32_file, &t.name);
+            let mut got = vec![0u8; ty.row_bytes(x.len() as u64).unwrap() as usize];
+            quantize(ty, &x, None, &mut got).unwrap();
+            let want = quantized.tensor_data(t);
+            let ts = ty.type_size() as usize;
+            let differ = got
+                .chunks_exact(ts)
+                .zip(want.chunks_exact(ts))
+                .filter(|(a, b)| a != b)
+                .count();
+            assert_eq!(
+                differ, 0,
+                "{ty} {}: {differ} blocks differ from llama.cpp",
+                t.name
+            );
+        }
+    }
+}

@@ -273,8 +273,8 @@ pub(super) fn q3_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
     put_f16(&mut out[108..110], d);
     let dr = f16_round(d);
     let mut l = [4u8; QK_K];
-    for j in 0..16 {
-        let ds = dr * (i32::from(lsc[j]) - 32) as f32;
+    for (j, &sc) in lsc.iter().enumerate() {
+        let ds = dr * (i32::from(sc) - 32) as f32;
         if ds == 0.0 {
             continue;
         }
@@ -340,8 +340,8 @@ pub(super) fn q6_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
     put_f16(&mut out[208..210], d);
     let dr = f16_round(d);
     let mut l = [32u8; QK_K];
-    for j in 0..16 {
-        let ds = dr * f32::from(lsc[j]);
+    for (j, &sc) in lsc.iter().enumerate() {
+        let ds = dr * f32::from(sc);
         if ds == 0.0 {
             continue;
         }

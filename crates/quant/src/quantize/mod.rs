@@ -114,7 +114,7 @@ pub fn quantize(
         }
         Some(qw) => {
             let row = qw.len();
-            if row == 0 || row % bs != 0 || src.len() % row != 0 {
+            if row == 0 || !row.is_multiple_of(bs) || !src.len().is_multiple_of(row) {
                 return Err(QuantizeError::RowMismatch {
                     ty,
                     n: src.len(),

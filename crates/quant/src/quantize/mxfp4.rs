@@ -1,8 +1,9 @@
 //! MXFP4 (OCP microscaling): 32 FP4 (E2M1) values sharing one power-of-two scale (E8M0).
 //!
-//! The shared exponent puts the block's largest magnitude in the top binade of E2M1
-//! (`2^(floor(log2 amax) - 2)` × 6 ≥ amax/2^… ), and every element takes the nearest of the 16
-//! E2M1 values, as the `gguf` Python package does (tests compare bit for bit).
+//! The shared exponent is `floor(log2 amax) − 2`, which puts the block's largest magnitude in
+//! E2M1's top binade (4..8 times the scale; above 6 it rounds to 6); every element then takes
+//! the nearest of the 16 E2M1 values, as the `gguf` Python package does (tests compare bit for
+//! bit).
 
 /// E2M1 values, doubled so they are integers (ggml's `kvalues_mxfp4`); code = index.
 const E2M1_X2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];

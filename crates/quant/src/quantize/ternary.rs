@@ -27,7 +27,7 @@ fn pack_trits(ts: &[u8]) -> u8 {
     for _ in ts.len()..5 {
         v *= 3;
     }
-    ((v * 256 + 242) / 243) as u8
+    (v * 256).div_ceil(243) as u8
 }
 
 pub(super) fn tq1_0(x: &[f32], _qw: Option<&[f32]>, out: &mut [u8]) {
