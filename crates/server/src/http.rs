@@ -320,6 +320,7 @@ struct Meta {
     prompt_tokens: usize,
     choices: usize,
     logprobs: Option<usize>,
+    return_token_ids: bool,
 }
 
 async fn generate(
@@ -460,6 +461,7 @@ async fn generate(
         prompt_tokens,
         choices: n_jobs,
         logprobs: req.logprobs,
+        return_token_ids: req.return_token_ids,
     };
     if req.stream {
         Ok(stream_response(
@@ -477,6 +479,7 @@ async fn generate(
 #[derive(Default)]
 struct Choice {
     text: String,
+    ids: Vec<u32>,
     tokens: Vec<TokenInfo>,
     finish: Option<FinishReason>,
 }
@@ -508,7 +511,9 @@ async fn collect_response(
     let (mut done, mut completion, mut cached) = (0, 0, 0);
     while done < meta.choices {
         match rx.recv().await {
-            Some(Event::Token { index, text, token }) => {
+            Some(Event::Token {
+                index, text, token, ..
+            }) => {
                 if let Some(c) = choices.get_mut(index) {
                     c.text.push_str(&text);
                     c.tokens.extend(token);
@@ -519,10 +524,12 @@ async fn collect_response(
                 finish,
                 completion_tokens,
                 cached_tokens,
+                ids,
                 ..
             }) => {
                 if let Some(c) = choices.get_mut(index) {
                     c.finish = Some(finish);
+                    c.ids = ids;
                 }
                 completion += completion_tokens;
                 cached += cached_tokens;
@@ -542,7 +549,7 @@ async fn collect_response(
             let lp = meta
                 .logprobs
                 .map(|_| logprobs_json(meta.endpoint, codec, &c.tokens, 0));
-            match meta.endpoint {
+            let mut v = match meta.endpoint {
                 Endpoint::Chat => json!({
                     "index": i,
                     "message": {"role": "assistant", "content": c.text},
@@ -555,7 +562,11 @@ async fn collect_response(
                     "logprobs": lp,
                     "finish_reason": finish,
                 }),
+            };
+            if meta.return_token_ids {
+                v["token_ids"] = json!(c.ids);
             }
+            v
         })
         .collect();
     let object = match meta.endpoint {
@@ -668,7 +679,12 @@ impl Streamer {
 
     fn on_event(&mut self, ev: Option<Event>) {
         match ev {
-            Some(Event::Token { index, text, token }) => {
+            Some(Event::Token {
+                index,
+                text,
+                id,
+                token,
+            }) => {
                 let lp = match (&token, self.meta.logprobs) {
                     (Some(t), Some(_)) => {
                         let off = self.offsets.get(index).copied().unwrap_or(0);
@@ -681,7 +697,8 @@ impl Streamer {
                     }
                     _ => None,
                 };
-                if text.is_empty() && lp.is_none() {
+                let ids = id.filter(|_| self.meta.return_token_ids);
+                if text.is_empty() && lp.is_none() && ids.is_none() {
                     return;
                 }
                 if let Some(o) = self.offsets.get_mut(index) {
@@ -697,6 +714,10 @@ impl Streamer {
                         json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null})
                     }
                 };
+                let mut choice = choice;
+                if let Some(id) = ids {
+                    choice["token_ids"] = json!([id]);
+                }
                 let c = self.chunk(choice);
                 self.outbox.push_back(c);
             }

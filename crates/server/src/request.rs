@@ -85,6 +85,8 @@ pub struct GenRequest {
     pub n: usize,
     pub stream: bool,
     pub include_usage: bool,
+    /// Extension (as in vLLM): report the generated token ids (`token_ids` per choice).
+    pub return_token_ids: bool,
 }
 
 /// Bounds that depend on the model and server.
@@ -351,6 +353,8 @@ pub fn parse(endpoint: Endpoint, body: &[u8], limits: Limits) -> Result<GenReque
         Some(v) => return Err(wrong("stream_options", "an object", v)),
     };
 
+    let return_token_ids = boolean(&m, "return_token_ids")?.unwrap_or(false);
+
     Ok(GenRequest {
         endpoint,
         model,
@@ -363,6 +367,7 @@ pub fn parse(endpoint: Endpoint, body: &[u8], limits: Limits) -> Result<GenReque
         n,
         stream,
         include_usage,
+        return_token_ids,
     })
 }
 
@@ -395,12 +400,14 @@ fn messages(m: &Map<String, Value>) -> Result<Vec<ChatMessage>, ApiError> {
             "system" | "developer" => "system",
             "user" => "user",
             "assistant" => "assistant",
-            other => return Err(ApiError::param(
-                format!("{at}.role"),
-                format!(
+            other => {
+                return Err(ApiError::param(
+                    format!("{at}.role"),
+                    format!(
                     "`{at}.role` {other:?} is not supported (system, developer, user, assistant)"
                 ),
-            )),
+                ))
+            }
         };
         let content = match o.get("content") {
             None | Some(Value::Null) if role == "assistant" => String::new(),

@@ -59,6 +59,9 @@ pub enum Event {
     Token {
         index: usize,
         text: String,
+        /// The token's id; `None` for text flushed at the end.
+        id: Option<u32>,
+        /// Log-probabilities, when the job asked for them.
         token: Option<TokenInfo>,
     },
     /// The choice is complete.
@@ -269,6 +272,7 @@ impl Scheduler {
             }
             self.reap_disconnected();
             self.admit();
+            self.publish();
             if self.slots.iter().any(|s| s.active.is_some()) {
                 self.step();
             }
@@ -486,6 +490,7 @@ impl Scheduler {
             let sent = a.job.events.send(Event::Token {
                 index: a.job.index,
                 text,
+                id: Some(tok),
                 token: info,
             });
             if sent.is_err() {
@@ -511,6 +516,7 @@ impl Scheduler {
                 let _ = a.job.events.send(Event::Token {
                     index: a.job.index,
                     text: rest,
+                    id: None,
                     token: None,
                 });
             }

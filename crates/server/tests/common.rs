@@ -77,8 +77,12 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -101,10 +105,19 @@ impl Resp {
     }
 }
 
-pub fn raw_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+pub fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -124,7 +137,14 @@ pub fn parse_response(raw: &[u8]) -> Resp {
         .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -133,8 +153,16 @@ pub fn parse_response(raw: &[u8]) -> Resp {
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
-    Resp { status, headers, body }
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
@@ -144,7 +172,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
             return out;
         };
         let size_str = String::from_utf8_lossy(&b[..eol]);
-        let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16).unwrap_or(0);
         if size == 0 || b.len() < eol + 2 + size {
             return out;
         }
@@ -153,12 +182,24 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     parse_response(&raw_request(addr, method, path, headers, body))
 }
 
 pub fn post(addr: SocketAddr, path: &str, body: &Value) -> Resp {
-    request(addr, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+    request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Resp {
@@ -170,7 +211,11 @@ pub fn get(addr: SocketAddr, path: &str) -> Resp {
 pub fn stream_text(r: &Resp) -> (Vec<String>, Vec<Value>) {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let events = r.sse();
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "stream must end with [DONE]: {events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "stream must end with [DONE]: {events:?}"
+    );
     let chunks: Vec<Value> = events[..events.len() - 1]
         .iter()
         .map(|e| serde_json::from_str(e).unwrap_or_else(|_| panic!("chunk is not JSON: {e}")))
@@ -183,7 +228,10 @@ pub fn stream_text(r: &Resp) -> (Vec<String>, Vec<Value>) {
             if texts.len() <= i {
                 texts.resize(i + 1, String::new());
             }
-            let piece = ch["delta"]["content"].as_str().or(ch["text"].as_str()).unwrap_or("");
+            let piece = ch["delta"]["content"]
+                .as_str()
+                .or(ch["text"].as_str())
+                .unwrap_or("");
             texts[i].push_str(piece);
         }
     }
