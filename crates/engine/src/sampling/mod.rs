@@ -1,0 +1,1 @@
+//! Sampling (placeholder until the sampler chain lands).
