@@ -2,3 +2,6 @@
 //!
 //! Model configs and the generic decoder (`models`), KV cache, sampling, tokenizers and chat
 //! templates.
+
+pub mod chat;
+pub mod tokenizer;
