@@ -169,8 +169,8 @@ mod tests {
         for k in -600..=600 {
             for v in [k as f32 / 4.0, k as f32 / 4.0 + 0.01, k as f32 / 4.0 - 0.01] {
                 let mut best = 0;
-                for i in 1..16 {
-                    let di = (v - f32::from(IQ4_LEVELS[i])).abs();
+                for (i, &level) in IQ4_LEVELS.iter().enumerate().skip(1) {
+                    let di = (v - f32::from(level)).abs();
                     if di < (v - f32::from(IQ4_LEVELS[best])).abs() {
                         best = i;
                     }
