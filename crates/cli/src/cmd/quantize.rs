@@ -135,7 +135,8 @@ pub fn parse_target(s: &str) -> anyhow::Result<Target> {
 /// What the rules need to know about the model.
 #[derive(Debug, Default)]
 pub struct ModelFacts {
-    pub n_layer: usize,
+    /// `ffn_down` tensors in the file: llama.cpp's layer count for the `ffn_down` rules.
+    pub n_ffn_down: usize,
     pub n_attention_wv: usize,
     pub n_gqa: u64,
     pub n_expert: u64,
@@ -148,16 +149,14 @@ impl ModelFacts {
         let md = file.metadata();
         let arch = md.architecture().unwrap_or("llama").to_string();
         let get = |k: &str| md.get_u64(&format!("{arch}.{k}")).ok().flatten();
-        let layers_from_names = file
-            .tensors()
-            .iter()
-            .filter_map(|t| layer_of(&t.name))
-            .max()
-            .map_or(0, |l| l + 1);
         let n_head = get("attention.head_count").unwrap_or(0);
         let n_head_kv = get("attention.head_count_kv").unwrap_or(n_head);
         ModelFacts {
-            n_layer: get("block_count").map_or(layers_from_names, |v| v as usize),
+            n_ffn_down: file
+                .tensors()
+                .iter()
+                .filter(|t| t.name.contains("ffn_down"))
+                .count(),
             n_attention_wv: file
                 .tensors()
                 .iter()
@@ -255,9 +254,10 @@ pub fn rule_type(target: &Target, facts: &ModelFacts, walk: &mut Walk, name: &st
         };
     }
     if name.contains("ffn_down") {
-        let i = layer_of(name).unwrap_or(walk.i_ffn_down);
+        // Like llama.cpp, position and count among the file's ffn_down tensors.
+        let i = walk.i_ffn_down;
         walk.i_ffn_down += 1;
-        let n = facts.n_layer.max(1);
+        let n = facts.n_ffn_down.max(1);
         return match target.mix {
             Mix::Q2K => G::Q3_K,
             Mix::Q2KS if i < n / 8 => G::Q4_K,
@@ -536,6 +536,14 @@ fn write_model(
         )
         .expect("static template"),
     );
+    // Notes (fallbacks, missing imatrix entries) are shown even without a bar.
+    let note = |msg: String| {
+        if pb.is_hidden() {
+            eprintln!("{msg}");
+        } else {
+            pb.println(msg);
+        }
+    };
     let start = Instant::now();
     let n = plans.len();
     let mut out_bytes = 0u64;
@@ -543,7 +551,7 @@ fn write_model(
     for (i, (t, plan)) in file.tensors().iter().zip(plans).enumerate() {
         pb.set_message(format!("{}/{n} {}", i + 1, t.name));
         if let Some(from) = plan.fallback_from {
-            pb.println(format!(
+            note(format!(
                 "{}: row length {} is not a multiple of {from}'s block of {}; using {}",
                 t.name,
                 t.row_len(),
@@ -561,7 +569,7 @@ fn write_model(
                 Some(m) if uses_imatrix(ty) => match m.get(&t.name) {
                     Some(v) => Some(v.as_slice()),
                     None => {
-                        pb.println(format!("{}: no imatrix entry, quantizing without", t.name));
+                        note(format!("{}: no imatrix entry, quantizing without", t.name));
                         None
                     }
                 },
