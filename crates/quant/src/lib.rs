@@ -5,6 +5,7 @@
 //! implementation; SIMD kernels (x86 AVX2/AVX-512, ARM NEON) are chosen at run time and tested
 //! against the scalar path.
 
+pub mod kernels;
 pub mod matmul;
 
 use ferrite_gguf::GgmlType;
