@@ -35,10 +35,7 @@ pub mod layout {
     pub const IQ4_XS_BYTES: usize = 136;
     pub const Q8_K_BYTES: usize = 292;
 
-    /// The IQ4_NL / IQ4_XS non-uniform 4-bit codebook.
-    pub const KVALUES_IQ4NL: [i8; 16] = [
-        -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-    ];
+    pub use crate::formats::iquants::KVALUES_IQ4NL;
 }
 
 /// An instruction-set level a kernel is written for.

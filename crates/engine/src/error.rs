@@ -1,0 +1,41 @@
+//! The engine's error type: every failure names what went wrong and where.
+
+use ferrite_gguf::{GgufError, MetadataError};
+use ferrite_quant::QuantError;
+
+/// Everything that can go wrong loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("model metadata: {0}")]
+    Metadata(#[from] MetadataError),
+    #[error("metadata key '{key}': {message}")]
+    BadMetadata { key: String, message: String },
+    #[error("unsupported architecture '{arch}' (supported: {supported})")]
+    UnsupportedArch { arch: String, supported: String },
+    #[error("tensor '{0}' is missing from the model file")]
+    MissingTensor(String),
+    #[error("tensor '{name}' has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        name: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+    #[error("tensor '{name}': {source}")]
+    Quant {
+        name: String,
+        #[source]
+        source: QuantError,
+    },
+    #[error(
+        "context is full: {needed} tokens needed, the context holds {n_ctx} (raise --ctx-size)"
+    )]
+    ContextFull { needed: usize, n_ctx: usize },
+    #[error("token id {id} is out of range (vocabulary size {n_vocab})")]
+    BadToken { id: u32, n_vocab: usize },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

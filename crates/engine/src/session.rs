@@ -1,0 +1,381 @@
+//! The library API: load a [`Model`] once, then open independent [`Session`]s on it, each with
+//! its own KV cache, buffers and threads.
+//!
+//! ```
+//! # use ferrite_engine::{Model, SessionOptions};
+//! # let file = ferrite_engine::session::tiny_test_model();
+//! // `Model::load("model.gguf", Default::default())` for a file on disk.
+//! let model = Model::from_gguf(file)?;
+//! let mut a = model.session(SessionOptions::default())?;
+//! let mut b = model.session(SessionOptions::default())?;
+//! let logits = a.eval(&[1, 2, 3])?.to_vec(); // next-token logits after the 3 tokens
+//! assert_eq!(logits.len(), model.config().n_vocab);
+//! // Sessions do not share state: `b` evaluating the same tokens gives the same logits.
+//! assert_eq!(b.eval(&[1, 2, 3])?, &logits[..]);
+//! assert_eq!(a.tokens(), &[1, 2, 3]);
+//! # Ok::<(), ferrite_engine::Error>(())
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ferrite_gguf::{GgufFile, OpenOptions};
+use ferrite_quant::matmul::ThreadPool;
+
+use crate::error::{Error, Result};
+use crate::kv_cache::{KvCache, KvType};
+use crate::models::{config_from_metadata, Decoder, LogitsFor, ModelConfig, Scratch};
+
+/// How to open a model file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Memory-map the file (default) or read it into memory.
+    pub mmap: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { mmap: true }
+    }
+}
+
+/// A loaded model: the mapped file, its configuration and weights. Share it (`Arc`) between
+/// sessions and threads; it is never mutated.
+pub struct Model {
+    file: Arc<GgufFile>,
+    decoder: Decoder,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("file", &self.file)
+            .field("config", self.config())
+            .finish()
+    }
+}
+
+impl Model {
+    /// Opens a GGUF file and maps its weights.
+    pub fn load(path: impl AsRef<Path>, opts: LoadOptions) -> Result<Arc<Model>> {
+        let file = GgufFile::open_with(path, OpenOptions { mmap: opts.mmap })?;
+        Self::from_gguf(file)
+    }
+
+    /// Builds a model from an already opened file.
+    pub fn from_gguf(file: GgufFile) -> Result<Arc<Model>> {
+        let file = Arc::new(file);
+        let md = file.metadata();
+        let arch = md.require_str("general.architecture")?;
+        let n_vocab = file
+            .tensor("token_embd.weight")
+            .ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?
+            .n_rows() as usize;
+        let config = config_from_metadata(md, n_vocab).map_err(|e| match e {
+            e @ Error::UnsupportedArch { .. } => e,
+            e => Error::Invalid(format!("{arch} model: {e}")),
+        })?;
+        let decoder = Decoder::load(file.clone(), config)?;
+        Ok(Arc::new(Model { file, decoder }))
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.decoder.config
+    }
+
+    /// The underlying GGUF file (metadata for tokenizers and chat templates).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// The default context size: the model's training context, capped at 4096.
+    pub fn default_n_ctx(&self) -> usize {
+        self.config().n_ctx_train.clamp(1, 4096)
+    }
+
+    /// Opens a new independent session.
+    pub fn session(self: &Arc<Self>, opts: SessionOptions) -> Result<Session> {
+        Session::new(self.clone(), opts)
+    }
+}
+
+/// Per-session settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Context size in tokens; `None`: [`Model::default_n_ctx`].
+    pub n_ctx: Option<usize>,
+    pub kv_type: KvType,
+    /// Keep a KV cache (default). Without one every evaluation recomputes the whole history.
+    pub kv_cache: bool,
+    /// Worker threads; `None`: the number of physical cores.
+    pub n_threads: Option<usize>,
+    /// Prompt tokens per forward batch.
+    pub batch_size: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            n_ctx: None,
+            kv_type: KvType::F16,
+            kv_cache: true,
+            n_threads: None,
+            batch_size: 512,
+        }
+    }
+}
+
+/// The number of physical CPU cores (falls back to the logical count).
+pub fn physical_cores() -> usize {
+    #[cfg(target_os = "linux")]
+    if let Ok(s) = std::fs::read_to_string("/proc/cpuinfo") {
+        let mut cores = std::collections::HashSet::new();
+        let (mut phys, mut core) = (None, None);
+        for line in s.lines() {
+            let mut kv = line.splitn(2, ':').map(str::trim);
+            match (kv.next(), kv.next()) {
+                (Some("physical id"), Some(v)) => phys = Some(v.to_string()),
+                (Some("core id"), Some(v)) => core = Some(v.to_string()),
+                (Some(""), _) | (None, _) => {
+                    if let (Some(p), Some(c)) = (phys.take(), core.take()) {
+                        cores.insert((p, c));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let (Some(p), Some(c)) = (phys, core) {
+            cores.insert((p, c));
+        }
+        if !cores.is_empty() {
+            return cores.len();
+        }
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One conversation's state: the tokens evaluated so far, their KV cache and the latest
+/// logits.
+pub struct Session {
+    model: Arc<Model>,
+    opts: SessionOptions,
+    n_ctx: usize,
+    pool: ThreadPool,
+    kv: Option<KvCache>,
+    scratch: Scratch,
+    tokens: Vec<u32>,
+    last_logits: Vec<f32>,
+}
+
+impl Clone for Session {
+    /// An independent copy at the same point (beam search forks sessions this way).
+    fn clone(&self) -> Self {
+        Session {
+            model: self.model.clone(),
+            opts: self.opts.clone(),
+            n_ctx: self.n_ctx,
+            pool: self.pool.clone(),
+            kv: self.kv.clone(),
+            scratch: Scratch::default(),
+            tokens: self.tokens.clone(),
+            last_logits: self.last_logits.clone(),
+        }
+    }
+}
+
+impl Session {
+    pub fn new(model: Arc<Model>, opts: SessionOptions) -> Result<Session> {
+        let n_ctx = opts.n_ctx.unwrap_or_else(|| model.default_n_ctx());
+        if n_ctx == 0 {
+            return Err(Error::Invalid("context size must be positive".into()));
+        }
+        if opts.batch_size == 0 {
+            return Err(Error::Invalid("batch size must be positive".into()));
+        }
+        let kv = opts
+            .kv_cache
+            .then(|| model.decoder.new_cache(opts.kv_type, n_ctx));
+        let pool = ThreadPool::new(opts.n_threads.unwrap_or_else(physical_cores));
+        Ok(Session {
+            model,
+            opts,
+            n_ctx,
+            pool,
+            kv,
+            scratch: Scratch::default(),
+            tokens: Vec::new(),
+            last_logits: Vec::new(),
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    /// Tokens evaluated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Next-token logits after the last evaluated token (empty before the first `eval`).
+    pub fn logits(&self) -> &[f32] {
+        &self.last_logits
+    }
+
+    /// Forgets everything (the KV cache is kept allocated).
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.last_logits.clear();
+        if let Some(kv) = &mut self.kv {
+            kv.reset();
+        }
+    }
+
+    /// Rewinds to the first `n` tokens (keeping their cache).
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+        if let Some(kv) = &mut self.kv {
+            kv.truncate(n);
+        }
+        self.last_logits.clear();
+    }
+
+    /// Appends `tokens` and returns the next-token logits after the last of them.
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.run(tokens, false)?;
+        Ok(&self.last_logits)
+    }
+
+    /// Appends `tokens` and returns logits for every one of them, `[n, n_vocab]` row-major
+    /// (teacher forcing, perplexity).
+    pub fn eval_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.run(tokens, true).map(|all| all.unwrap_or_default())
+    }
+
+    fn run(&mut self, tokens: &[u32], all: bool) -> Result<Option<Vec<f32>>> {
+        if tokens.is_empty() {
+            return Err(Error::Invalid("nothing to evaluate: no tokens".into()));
+        }
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.n_ctx {
+            return Err(Error::ContextFull {
+                needed,
+                n_ctx: self.n_ctx,
+            });
+        }
+        let n_vocab = self.model.config().n_vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Error::BadToken { id, n_vocab });
+        }
+        let dec = &self.model.decoder;
+        let mut out = all.then(|| Vec::with_capacity(tokens.len() * n_vocab));
+        let want = if all { LogitsFor::All } else { LogitsFor::Last };
+        let mut temp_kv;
+        let (kv, todo, skip) = match &mut self.kv {
+            Some(kv) => (kv, tokens.to_vec(), 0),
+            None => {
+                // No cache kept: recompute the whole history into a temporary one.
+                let mut hist = self.tokens.clone();
+                hist.extend_from_slice(tokens);
+                temp_kv = dec.new_cache(self.opts.kv_type, hist.len());
+                (&mut temp_kv, hist, self.tokens.len())
+            }
+        };
+        let mut done = 0;
+        for chunk in todo.chunks(self.opts.batch_size) {
+            let last = done + chunk.len() == todo.len();
+            let w = match (want, last) {
+                (LogitsFor::All, _) if done + chunk.len() > skip => LogitsFor::All,
+                (LogitsFor::Last, true) => LogitsFor::Last,
+                _ => LogitsFor::None,
+            };
+            dec.forward(&self.pool, kv, &mut self.scratch, chunk, w)?;
+            if let (Some(out), LogitsFor::All) = (&mut out, w) {
+                let from = skip.saturating_sub(done).min(chunk.len());
+                out.extend_from_slice(&self.scratch.logits[from * n_vocab..]);
+            }
+            done += chunk.len();
+        }
+        self.tokens.extend_from_slice(tokens);
+        match &out {
+            Some(o) => self.last_logits = o[o.len() - n_vocab..].to_vec(),
+            None => {
+                self.last_logits.clear();
+                self.last_logits.extend_from_slice(&self.scratch.logits);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A tiny random llama model (2 layers, 64-wide, vocabulary 32) written with ferrite-gguf's
+/// writer, for documentation examples and tests.
+#[doc(hidden)]
+pub fn tiny_test_model() -> GgufFile {
+    use ferrite_gguf::{GgmlType, Metadata, TensorSpec, Value};
+    let (d, ff, nv, nl) = (64u64, 128u64, 32u64, 2);
+    let mut md = Metadata::new();
+    md.set("general.architecture", Value::String("llama".into()));
+    md.set("llama.block_count", Value::U32(nl));
+    md.set("llama.context_length", Value::U32(256));
+    md.set("llama.embedding_length", Value::U32(d as u32));
+    md.set("llama.feed_forward_length", Value::U32(ff as u32));
+    md.set("llama.attention.head_count", Value::U32(4));
+    md.set("llama.attention.head_count_kv", Value::U32(2));
+    md.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    let mut specs = vec![
+        TensorSpec::new("token_embd.weight", &[d, nv], GgmlType::F32),
+        TensorSpec::new("output_norm.weight", &[d], GgmlType::F32),
+    ];
+    for il in 0..nl {
+        let p = |s: &str| format!("blk.{il}.{s}.weight");
+        specs.extend([
+            TensorSpec::new(p("attn_norm"), &[d], GgmlType::F32),
+            TensorSpec::new(p("attn_q"), &[d, d], GgmlType::F32),
+            TensorSpec::new(p("attn_k"), &[d, d / 2], GgmlType::F32),
+            TensorSpec::new(p("attn_v"), &[d, d / 2], GgmlType::F32),
+            TensorSpec::new(p("attn_output"), &[d, d], GgmlType::F32),
+            TensorSpec::new(p("ffn_norm"), &[d], GgmlType::F32),
+            TensorSpec::new(p("ffn_gate"), &[d, ff], GgmlType::F32),
+            TensorSpec::new(p("ffn_up"), &[d, ff], GgmlType::F32),
+            TensorSpec::new(p("ffn_down"), &[ff, d], GgmlType::F32),
+        ]);
+    }
+    // A small deterministic generator: no dependency, same model every time.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|s| {
+            let n: u64 = s.dims.iter().product();
+            let norm = s.dims.len() == 1;
+            (0..n)
+                .flat_map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let u = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                    let v = if norm { 1.0 + 0.1 * u } else { 0.5 * u };
+                    v.to_le_bytes()
+                })
+                .collect()
+        })
+        .collect();
+    let tensors: Vec<(TensorSpec, &[u8])> = specs
+        .into_iter()
+        .zip(data.iter().map(|v| v.as_slice()))
+        .collect();
+    let bytes = ferrite_gguf::writer::to_vec(&md, &tensors).expect("valid tiny model");
+    GgufFile::from_bytes(bytes).expect("tiny model parses")
+}
