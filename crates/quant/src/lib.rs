@@ -16,6 +16,7 @@
 pub mod formats;
 pub mod kernels;
 pub mod matmul;
+pub mod pool;
 pub mod quantize;
 pub mod traits;
 

@@ -45,7 +45,7 @@ impl ActType {
 
     /// Bytes of a row of `k` elements, or `None` if `k` is not a whole number of blocks.
     pub const fn row_bytes(self, k: usize) -> Option<usize> {
-        if k % self.block_size() != 0 {
+        if !k.is_multiple_of(self.block_size()) {
             return None;
         }
         Some(k / self.block_size() * self.block_bytes())

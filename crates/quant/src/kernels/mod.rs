@@ -121,7 +121,8 @@ impl Kernel {
     fn check(&self, w: &[u8], a: &[u8]) {
         let nb = w.len() / self.w_bytes;
         assert!(
-            w.len() % self.w_bytes == 0 && Some(a.len()) == self.act.row_bytes(nb * self.w_block),
+            w.len().is_multiple_of(self.w_bytes)
+                && Some(a.len()) == self.act.row_bytes(nb * self.w_block),
             "{}: weight row of {} bytes and {:?} row of {} bytes do not match",
             self.ty,
             w.len(),
@@ -244,4 +245,4 @@ pub const SUPPORTED: &[GgmlType] = &[
 ];
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -104,7 +104,7 @@ fn sizes(ty: GgmlType) -> Vec<usize> {
 }
 
 /// Σ over blocks of |block dot|: the magnitude a summation-order difference scales with.
-fn magnitude(k: &Kernel, w: &[u8], a: &[u8]) -> f32 {
+pub(crate) fn magnitude(k: &Kernel, w: &[u8], a: &[u8]) -> f32 {
     let wb = k.w_bytes;
     let ab = k.act.row_bytes(k.w_block).unwrap();
     w.chunks_exact(wb)
