@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt >&2
 scripts/fetch-models.sh all >/dev/null
+scripts/make-arch-fixtures.sh
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc "$@"

@@ -12,6 +12,7 @@ use ferrite_gguf::{GgmlType, GgufFile, TensorInfo};
 use ferrite_quant::matmul::{matmul, ThreadPool};
 
 use crate::error::{Error, Result};
+use crate::ops::act_quant;
 
 /// A 2-D weight matrix of `n_rows` rows of `k` elements (ggml dims `[k, n_rows]`), stored in
 /// the file's type.
@@ -52,25 +53,19 @@ impl Weight {
 
     /// `y[n_b × n_rows] = x[n_b × k] · Wᵀ`.
     ///
-    /// For F16/BF16 weights the activations are first rounded to the weight's type, as
-    /// llama.cpp's CPU backend does (its dot products run in that type); this keeps half-precision
-    /// models within 0.01 of llama.cpp instead of 0.07. Rounding is idempotent, so kernels
-    /// that also convert give the same result.
+    /// Activations are first rounded to the grid llama.cpp's CPU backend multiplies this
+    /// weight type with ([`crate::ops::act_quant`]): the same values its quantized dot
+    /// products see, so quantized logits follow llama.cpp's closely.
     pub fn matmul(&self, pool: &ThreadPool, x: &[f32], n_b: usize, y: &mut [f32]) -> Result<()> {
+        let grid = act_quant::grid_for(self.ty);
         let rounded: Vec<f32>;
-        let x = match self.ty {
-            GgmlType::F16 => {
-                rounded = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
-                &rounded
-            }
-            GgmlType::BF16 => {
-                rounded = x
-                    .iter()
-                    .map(|&v| half::bf16::from_f32(v).to_f32())
-                    .collect();
-                &rounded
-            }
-            _ => x,
+        let x = if grid == act_quant::ActGrid::F32 {
+            x
+        } else {
+            let mut r = x.to_vec();
+            act_quant::round_to_grid(grid, &mut r, self.k);
+            rounded = r;
+            &rounded
         };
         matmul(pool, self.ty, self.bytes(), self.n_rows, self.k, x, n_b, y).map_err(|source| {
             Error::Quant {

@@ -120,9 +120,13 @@ impl GgufFile {
             };
             let no = parts[0].header.metadata.get_u64("split.no").ok().flatten();
             if no != Some(0) {
+                let first = parse_split_name(path)
+                    .map(|(prefix, _, c)| split_path(&prefix, 1, c).display().to_string())
+                    .unwrap_or_else(|| "the part with split.no 0".into());
                 return Err(split_err(format!(
-                    "is part {} of a split model; open the first part (split.no 0)",
-                    no.map_or("?".into(), |n| n.to_string())
+                    "is part {} of {count} of a split model (split.no {}); open the first part, {first}",
+                    no.map_or("?".into(), |n| (n + 1).to_string()),
+                    no.map_or("missing".into(), |n| n.to_string()),
                 )));
             }
             let count = u32::try_from(count)
@@ -143,11 +147,19 @@ impl GgufFile {
                     )));
                 }
                 let part = open_part(&p, opts)?;
-                let got = part.header.metadata.get_u64("split.no").ok().flatten();
-                if got != Some(u64::from(i - 1)) {
+                let meta = &part.header.metadata;
+                let got = meta.get_u64("split.no").ok().flatten();
+                let got_count = meta.get_u64("split.count").ok().flatten();
+                if got != Some(u64::from(i - 1)) || got_count != Some(u64::from(count)) {
+                    let show = |v: Option<u64>| v.map_or("missing".into(), |n| n.to_string());
                     return Err(GgufError::Split {
                         path: p,
-                        message: format!("expected split.no {}, found {got:?}", i - 1),
+                        message: format!(
+                            "expected split.no {} and split.count {count}, found split.no {} and split.count {}",
+                            i - 1,
+                            show(got),
+                            show(got_count)
+                        ),
                     });
                 }
                 parts.push(part);

@@ -116,10 +116,22 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A length-prefixed UTF-8 string. This runs once per vocabulary entry (262144 times for
+    /// Gemma), so the happy path does no work beyond the bounds check, the UTF-8 check and the
+    /// one allocation of the result.
     fn string(&mut self, what: &str) -> Result<String> {
         let at = self.pos as u64;
-        let len = self.count(&format!("length of {what}"), 1)?;
-        let bytes = self.take(len, what)?;
+        let len = u64::from_le_bytes(self.array(what)?);
+        if len > self.remaining() as u64 {
+            return Err(GgufError::format(
+                at,
+                format!(
+                    "length of {what} is {len}, but only {} bytes remain in the file",
+                    self.remaining()
+                ),
+            ));
+        }
+        let bytes = self.take(len as usize, what)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
             Err(e) => Err(GgufError::format(
@@ -295,6 +307,7 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
     let n_kv = c.count("metadata key/value count", 13)?;
 
     let mut metadata = Metadata::new();
+    let mut alignment_at = 0u64;
     for _ in 0..n_kv {
         let at = c.pos as u64;
         let key = c.string("metadata key")?;
@@ -304,6 +317,9 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
             .map_err(|e| e.with_context(ctx))?;
         let value = c.value(ty, 0).map_err(|e| e.with_context(ctx))?;
         check_known_key(&key, &value).map_err(|m| GgufError::format(at, m))?;
+        if key == "general.alignment" {
+            alignment_at = at;
+        }
         if let Err(_dup) = metadata.insert(key.clone(), value) {
             return Err(GgufError::format(
                 at,
@@ -318,8 +334,8 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
             let a = v.as_u64().unwrap_or(0);
             if a == 0 || !a.is_power_of_two() {
                 return Err(GgufError::format(
-                    0,
-                    format!("general.alignment must be a non-zero power of two, found {a}"),
+                    alignment_at,
+                    format!("key 'general.alignment' must be a non-zero power of two, found {a}"),
                 ));
             }
             a
@@ -371,14 +387,17 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .filter(|&n| n <= i64::MAX as u64)
             .ok_or_else(|| fail(format!("element count of shape {dims:?} overflows")))?;
-        let row_bytes = ty.row_bytes(dims[0]).ok_or_else(|| {
-            fail(format!(
+        if !dims[0].is_multiple_of(ty.block_size()) {
+            return Err(fail(format!(
                 "row length {} is not a multiple of {}'s block size {}",
                 dims[0],
                 ty,
                 ty.block_size()
-            ))
-        })?;
+            )));
+        }
+        let row_bytes = ty
+            .row_bytes(dims[0])
+            .ok_or_else(|| fail(format!("byte size of shape {dims:?} overflows")))?;
         let n_bytes = row_bytes
             .checked_mul(n_elements / dims[0])
             .ok_or_else(|| fail(format!("byte size of shape {dims:?} overflows")))?;
@@ -408,9 +427,12 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
         let fail = |m: String| {
             GgufError::format(r.info_at, m).with_context(|| format!("tensor '{}'", r.name))
         };
-        let start = data_offset
-            .checked_add(r.offset)
-            .ok_or_else(|| fail(format!("data offset {} overflows", r.offset)))?;
+        let start = data_offset.checked_add(r.offset).ok_or_else(|| {
+            fail(format!(
+                "data offset {} points past the end of the file ({file_len} bytes)",
+                r.offset
+            ))
+        })?;
         let end = start
             .checked_add(r.n_bytes)
             .filter(|&e| e <= file_len)

@@ -59,6 +59,13 @@ fn write_str(w: &mut impl Write, s: &str) -> io::Result<()> {
 fn write_array(w: &mut impl Write, a: &Array) -> io::Result<()> {
     w.write_all(&(a.element_type() as u32).to_le_bytes())?;
     w.write_all(&(a.len() as u64).to_le_bytes())?;
+    write_array_elements(w, a)
+}
+
+/// Writes an array's elements as GGUF stores them, without the array's own type and length:
+/// little-endian numbers, bools as one byte, strings as u64 length + UTF-8, inner arrays with
+/// their type and length. Also the canonical form that `inspect --json` digests.
+pub fn write_array_elements(w: &mut impl Write, a: &Array) -> io::Result<()> {
     macro_rules! each {
         ($v:expr) => {
             for x in $v {

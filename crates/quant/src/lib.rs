@@ -15,6 +15,7 @@
 
 pub mod formats;
 pub mod matmul;
+pub mod quantize;
 pub mod traits;
 
 use ferrite_gguf::{GgmlType, GgufFile, TensorInfo};

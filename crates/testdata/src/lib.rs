@@ -59,3 +59,18 @@ pub fn smollm2() -> PathBuf {
 pub fn gemma3() -> PathBuf {
     model("gemma3", "gemma-3-270m-q4_k_m.gguf")
 }
+
+/// The folder of the regenerated F32 tiny multi-architecture fixtures (`<models>/arch`),
+/// made by `scripts/make-arch-fixtures.sh` on first use.
+pub fn arch_f32_dir() -> PathBuf {
+    let dir = models_dir().join("arch");
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    let status = Command::new("bash")
+        .arg(repo_root().join("scripts/make-arch-fixtures.sh"))
+        .env("FERRITE_MODELS", models_dir())
+        .env("FERRITE_REFERENCE", reference_dir())
+        .status()
+        .expect("run scripts/make-arch-fixtures.sh");
+    assert!(status.success(), "scripts/make-arch-fixtures.sh failed");
+    dir
+}

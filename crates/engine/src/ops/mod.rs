@@ -2,6 +2,7 @@
 //! `[n_tokens, width]`. Weight matmuls are not here: they go through `ferrite_quant::matmul`.
 
 mod act;
+pub mod act_quant;
 mod attention;
 mod norm;
 mod rope;

@@ -4,7 +4,7 @@
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     debug_assert_eq!(x.len(), w.len());
     // Accumulate in f64 like ggml so long rows do not lose precision.
-    let ss: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let ss: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
     let mean = (ss / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for (v, &g) in x.iter_mut().zip(w) {

@@ -15,24 +15,29 @@ pub fn rope(
 ) {
     let half = r.n_rot / 2;
     let mut cs = vec![(0f32, 0f32); half];
+    let theta_scale = r.base.powf(-2.0 / r.n_rot as f32);
     for (t, tok) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
-        let p = pos[t] as f64;
+        // f32 with the frequency advanced by repeated multiplication, as ggml does: quantized
+        // models amplify ulp-level differences (an activation crossing a rounding boundary),
+        // so matching the arithmetic keeps ferrite bit-close to llama.cpp.
+        let mut theta_p = pos[t] as f32;
         for (i, c) in cs.iter_mut().enumerate() {
-            let mut theta_extrap = p * f64::from(r.base).powf(-2.0 * i as f64 / r.n_rot as f64);
-            if let Some(ff) = freq_factors {
-                theta_extrap /= f64::from(ff[i]);
-            }
-            let theta_interp = f64::from(r.freq_scale) * theta_extrap;
+            let theta_extrap = match freq_factors {
+                Some(ff) => theta_p / ff[i],
+                None => theta_p,
+            };
+            let theta_interp = r.freq_scale * theta_extrap;
             let mut theta = theta_interp;
-            let mut mscale = f64::from(r.attn_factor);
+            let mut mscale = r.attn_factor;
             if let Some(y) = r.yarn.filter(|y| y.ext_factor != 0.0) {
                 let [lo, hi] = y.corr_dims;
                 let v = (i as f32 - lo) / (hi - lo).max(0.001);
-                let ramp = f64::from((1.0 - v.clamp(0.0, 1.0)) * y.ext_factor);
+                let ramp = (1.0 - v.clamp(0.0, 1.0)) * y.ext_factor;
                 theta = theta_interp * (1.0 - ramp) + theta_extrap * ramp;
-                mscale *= 1.0 + 0.1 * (1.0 / f64::from(r.freq_scale)).ln();
+                mscale *= 1.0 + 0.1 * (1.0 / r.freq_scale).ln();
             }
-            *c = ((theta.cos() * mscale) as f32, (theta.sin() * mscale) as f32);
+            *c = (theta.cos() * mscale, theta.sin() * mscale);
+            theta_p *= theta_scale;
         }
         for head in tok.chunks_exact_mut(head_dim) {
             match r.style {

@@ -72,6 +72,8 @@ pub struct Diff {
     pub max_rel_l2: f32,
     /// Positions with llama.cpp top1-top2 margin > 0.1 whose argmax differs.
     pub argmax_mismatch: usize,
+    /// The largest llama.cpp top1-top2 margin among those mismatches.
+    pub worst_mismatch_margin: f32,
 }
 
 fn argmax(x: &[f32]) -> usize {
@@ -105,8 +107,13 @@ pub fn compare(ours: &[f32], reference: &[f32], n_vocab: usize) -> Diff {
             den += f64::from(b).powi(2);
         }
         d.max_rel_l2 = d.max_rel_l2.max((num / den).sqrt() as f32);
+        if std::env::var_os("FERRITE_DEBUG_ROWS").is_some() {
+            let m = o.iter().zip(r).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            eprint!("{m:.1e} ");
+        }
         if margin(r) > 0.1 && argmax(o) != argmax(r) {
             d.argmax_mismatch += 1;
+            d.worst_mismatch_margin = d.worst_mismatch_margin.max(margin(r));
         }
     }
     d

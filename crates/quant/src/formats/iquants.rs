@@ -30,13 +30,25 @@ pub const KVALUES_IQ4NL: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
+/// `v * -1.0` when `negative`, `v` otherwise, with the hardware's NaN rule: a NaN operand
+/// comes out unchanged (its sign is kept). Written out because the compiler may turn a
+/// multiplication by ±1 into a sign flip, which would flip NaN signs and break bit-equality
+/// with the reference (numpy multiplies by ±1.0).
+#[inline]
+fn apply_sign(v: f32, negative: bool) -> f32 {
+    if negative && !v.is_nan() {
+        -v
+    } else {
+        v
+    }
+}
+
 /// Writes `out[k] = (db * grid_byte_k) * (±1 by sign bit k)` for an 8-wide grid row.
 #[inline]
 fn put8(out: &mut [f32], db: f32, row: u64, signs: u8) {
     for (k, o) in out.iter_mut().take(8).enumerate() {
         let g = f32::from((row >> (8 * k)) as u8);
-        let s = if (signs >> k) & 1 != 0 { -1.0 } else { 1.0 };
-        *o = db * g * s;
+        *o = apply_sign(db * g, (signs >> k) & 1 != 0);
     }
 }
 
@@ -45,8 +57,7 @@ fn put8(out: &mut [f32], db: f32, row: u64, signs: u8) {
 fn put4x2(out: &mut [f32], db: f32, rows: [u32; 2], signs: u8) {
     for (k, o) in out.iter_mut().take(8).enumerate() {
         let g = f32::from((rows[k / 4] >> (8 * (k % 4))) as u8);
-        let s = if (signs >> k) & 1 != 0 { -1.0 } else { 1.0 };
-        *o = db * g * s;
+        *o = apply_sign(db * g, (signs >> k) & 1 != 0);
     }
 }
 
