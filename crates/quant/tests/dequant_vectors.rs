@@ -27,7 +27,12 @@ struct Vectors {
 fn load(ty: GgmlType, manifest: &serde_json::Value) -> Vectors {
     let entry = &manifest["types"][ty.name()];
     assert!(entry.is_object(), "{ty}: no vectors in the manifest");
-    let bytes = std::fs::read(common::data_dir().join("vectors").join(entry["file"].as_str().unwrap())).unwrap();
+    let bytes = std::fs::read(
+        common::data_dir()
+            .join("vectors")
+            .join(entry["file"].as_str().unwrap()),
+    )
+    .unwrap();
     assert_eq!(&bytes[..4], b"FQV1");
     let id = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
     let n_blocks = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
@@ -38,7 +43,11 @@ fn load(ty: GgmlType, manifest: &serde_json::Value) -> Vectors {
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    assert_eq!(expected.len(), n_blocks * ty.block_size() as usize, "{ty}: truncated vector file");
+    assert_eq!(
+        expected.len(),
+        n_blocks * ty.block_size() as usize,
+        "{ty}: truncated vector file"
+    );
     Vectors {
         blocks: bytes[12..split].to_vec(),
         expected,
@@ -82,13 +91,21 @@ fn every_type_matches_its_reference_bit_for_bit() {
         for (k, b) in v.blocks.chunks_exact(t.type_size).enumerate() {
             (t.dequantize_row)(b, &mut one);
             let want = &v.expected[k * t.block_size..(k + 1) * t.block_size];
-            failures.extend(mismatches(ty, &one, want).into_iter().map(|m| format!("alone: {m}")));
+            failures.extend(
+                mismatches(ty, &one, want)
+                    .into_iter()
+                    .map(|m| format!("alone: {m}")),
+            );
         }
         checked.push(format!("{ty}:{}", v.n_blocks));
     }
     let mut per_type = std::collections::BTreeMap::<&str, usize>::new();
     for f in &failures {
-        let name = f.trim_start_matches("alone: ").split(' ').next().unwrap_or("");
+        let name = f
+            .trim_start_matches("alone: ")
+            .split(' ')
+            .next()
+            .unwrap_or("");
         *per_type.entry(name).or_default() += 1;
     }
     assert!(

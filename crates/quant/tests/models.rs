@@ -39,12 +39,21 @@ fn tensor_sha256(file: &GgufFile, t: &TensorInfo) -> String {
 
 /// Compares the named tensors of `path` with `expected` (the JSON entry of that file);
 /// returns one line per mismatch.
-fn check(path: &Path, expected: &serde_json::Value, only: Option<&BTreeSet<String>>) -> Vec<String> {
+fn check(
+    path: &Path,
+    expected: &serde_json::Value,
+    only: Option<&BTreeSet<String>>,
+) -> Vec<String> {
     let file = GgufFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let want = expected["tensors"].as_object().expect("tensors");
     let have: BTreeSet<&str> = file.tensors().iter().map(|t| t.name.as_str()).collect();
     let listed: BTreeSet<&str> = want.keys().map(String::as_str).collect();
-    assert_eq!(have, listed, "{}: tensor names differ from the reference", path.display());
+    assert_eq!(
+        have,
+        listed,
+        "{}: tensor names differ from the reference",
+        path.display()
+    );
     let mut bad = Vec::new();
     for t in file.tensors() {
         if only.is_some_and(|o| !o.contains(&t.name)) {
@@ -52,11 +61,20 @@ fn check(path: &Path, expected: &serde_json::Value, only: Option<&BTreeSet<Strin
         }
         let w = &want[&t.name];
         assert_eq!(w["type"].as_str(), Some(t.ty.name()), "{}: type", t.name);
-        assert_eq!(w["n_elements"].as_u64(), Some(t.n_elements), "{}: size", t.name);
+        assert_eq!(
+            w["n_elements"].as_u64(),
+            Some(t.n_elements),
+            "{}: size",
+            t.name
+        );
         let got = tensor_sha256(&file, t);
         if got != w["sha256"].as_str().unwrap() {
             let first = ferrite_quant::dequantize_tensor(&file, t).unwrap();
-            let first: Vec<String> = first.iter().take(4).map(|v| format!("{:08x}", v.to_bits())).collect();
+            let first: Vec<String> = first
+                .iter()
+                .take(4)
+                .map(|v| format!("{:08x}", v.to_bits()))
+                .collect();
             bad.push(format!(
                 "{} {} ({}): sha256 differs; first bits {first:?}, reference {}",
                 path.display(),
@@ -88,26 +106,46 @@ fn tiny_models_match_gguf_py_for_every_tensor() {
         .filter(|n| n.ends_with(".gguf"))
         .collect();
     on_disk.sort();
-    assert!(on_disk.len() >= 20, "only {} tiny models in {}", on_disk.len(), dir.display());
+    assert!(
+        on_disk.len() >= 20,
+        "only {} tiny models in {}",
+        on_disk.len(),
+        dir.display()
+    );
     let mut bad = Vec::new();
     let mut types = BTreeSet::new();
     for name in &on_disk {
         let path = dir.join(name);
         if let Some((_, why)) = TINY_UNCOMPARABLE.iter().find(|(n, _)| n == name) {
             // Both sides must refuse it; if ferrite starts reading it, this list is stale.
-            assert!(files[name]["unreadable"].is_string(), "{name}: reference now reads it");
+            assert!(
+                files[name]["unreadable"].is_string(),
+                "{name}: reference now reads it"
+            );
             let err = GgufFile::open(&path).expect_err("ferrite reads a file it was said not to");
             eprintln!("skipped {name}: {why} ({err})");
             continue;
         }
-        let entry = files.get(name).unwrap_or_else(|| panic!("{name}: no reference hashes; rerun the script"));
+        let entry = files
+            .get(name)
+            .unwrap_or_else(|| panic!("{name}: no reference hashes; rerun the script"));
         for t in entry["tensors"].as_object().unwrap().values() {
             types.insert(t["type"].as_str().unwrap().to_string());
         }
         bad.extend(check(&path, entry, None));
     }
-    assert_eq!(on_disk.len(), files.len(), "hashes list files that are gone: {:?}", files.keys());
-    assert!(bad.is_empty(), "{} tensors differ:\n{}", bad.len(), bad.join("\n"));
+    assert_eq!(
+        on_disk.len(),
+        files.len(),
+        "hashes list files that are gone: {:?}",
+        files.keys()
+    );
+    assert!(
+        bad.is_empty(),
+        "{} tensors differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
     eprintln!("tiny models: {} files, types {types:?}", on_disk.len());
 }
 
@@ -133,7 +171,12 @@ fn real_model(key: &str, path: &Path, sample: bool) {
             .collect::<BTreeSet<String>>()
     });
     let bad = check(path, entry, only.as_ref());
-    assert!(bad.is_empty(), "{} tensors differ:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} tensors differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]

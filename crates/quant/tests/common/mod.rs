@@ -11,8 +11,12 @@ pub fn data_dir() -> PathBuf {
 
 pub fn read_json(name: &str) -> serde_json::Value {
     let path = data_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/make_quant_vectors.py)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run scripts/make_quant_vectors.py)",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
