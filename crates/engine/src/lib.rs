@@ -4,6 +4,7 @@
 //! tokenizers and chat templates, and the library API in [`session`]: load a [`Model`] once,
 //! open any number of independent [`Session`]s on it.
 
+pub mod batch;
 pub mod error;
 pub mod kv_cache;
 pub mod models;

@@ -16,6 +16,9 @@ use crate::kv_cache::KvCache;
 use crate::ops::{self, AttnParams};
 use crate::weights::{Tensors, Weight};
 
+mod batch;
+pub use batch::SeqTokens;
+
 /// A weight matrix with an optional bias.
 #[derive(Debug)]
 struct Linear {
