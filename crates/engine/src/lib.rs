@@ -5,19 +5,16 @@
 //! open any number of independent [`Session`]s on it.
 
 pub mod batch;
+pub mod chat;
 pub mod error;
 pub mod kv_cache;
 pub mod models;
 pub mod ops;
 pub mod sampling;
 pub mod session;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};
 pub use kv_cache::KvType;
 pub use session::{LoadOptions, Model, Session, SessionOptions};
-//! Model configs and the generic decoder (`models`), KV cache, sampling, tokenizers and chat
-//! templates.
-
-pub mod chat;
-pub mod tokenizer;
