@@ -9,9 +9,8 @@ use ferrite_engine::tokenizer::Tokenizer;
 use ferrite_gguf::GgufFile;
 
 fn text() -> String {
-    std::fs::read_to_string("/usr/share/common-licenses/GPL-3").unwrap_or_else(|_| {
-        include_str!("data/GPL-3.txt").to_string()
-    })
+    std::fs::read_to_string("/usr/share/common-licenses/GPL-3")
+        .unwrap_or_else(|_| include_str!("data/GPL-3.txt").to_string())
 }
 
 fn bench(c: &mut Criterion) {

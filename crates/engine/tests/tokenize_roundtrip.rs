@@ -51,8 +51,12 @@ const CORPUS: &[&str] = &[
 
 #[test]
 fn smollm2_matches_hf_tokenizers() {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/smollm2_hf_tokenizers.json");
-    let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/smollm2_hf_tokenizers.json"
+    );
+    let data: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let mut failures = Vec::new();
     let cases = data["cases"].as_array().unwrap();
     for c in cases {
@@ -69,12 +73,19 @@ fn smollm2_matches_hf_tokenizers() {
         }
     }
     assert!(cases.len() >= 28);
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn round_trip(tok: &Tokenizer, s: &str) -> Result<(), String> {
     for parse_special in [false, true] {
-        let ids = tok.encode(s, true, parse_special).map_err(|e| e.to_string())?;
+        let ids = tok
+            .encode(s, true, parse_special)
+            .map_err(|e| e.to_string())?;
         let body = match (tok.add_bos(), ids.first()) {
             (true, Some(&b)) if Some(b) == tok.bos() => &ids[1..],
             _ => &ids[..],
@@ -86,7 +97,9 @@ fn round_trip(tok: &Tokenizer, s: &str) -> Result<(), String> {
             s.to_string()
         };
         if back != want {
-            return Err(format!("parse_special={parse_special}: {s:?} -> {ids:?} -> {back:?}"));
+            return Err(format!(
+                "parse_special={parse_special}: {s:?} -> {ids:?} -> {back:?}"
+            ));
         }
         let mut sd = StreamDecoder::new(tok);
         let mut streamed: String = body.iter().map(|&i| sd.push(i)).collect();
@@ -114,7 +127,9 @@ fn corpus_round_trips() {
 #[test]
 fn skip_special_hides_control_tokens() {
     let t = smollm2();
-    let ids = t.encode("<|im_start|>user\nHi<|im_end|>", false, true).unwrap();
+    let ids = t
+        .encode("<|im_start|>user\nHi<|im_end|>", false, true)
+        .unwrap();
     assert_eq!(ids.len(), 5);
     assert_eq!(t.decode(&ids), "<|im_start|>user\nHi<|im_end|>");
     assert_eq!(t.decode_with(&ids, true), "user\nHi");
@@ -143,5 +158,26 @@ proptest! {
         let s: String = parts.concat();
         prop_assert_eq!(round_trip(smollm2(), &s), Ok(()));
         prop_assert_eq!(round_trip(gemma3(), &s), Ok(()));
+    }
+}
+
+/// Timing probe (not a check): `cargo test --release -- --ignored --nocapture timing`.
+#[test]
+#[ignore]
+fn timing_probe() {
+    let text = std::fs::read_to_string("/usr/share/common-licenses/GPL-3").unwrap();
+    let one_line = text.replace('\n', " ");
+    for (name, tok) in [("smollm2", smollm2()), ("gemma3", gemma3())] {
+        for (label, t, ps) in [
+            ("gpl ps", &text, true),
+            ("gpl nops", &text, false),
+            ("oneline ps", &one_line, true),
+        ] {
+            let t0 = std::time::Instant::now();
+            for _ in 0..10 {
+                tok.encode(t, true, ps).unwrap();
+            }
+            eprintln!("{name} {label}: {:?}", t0.elapsed() / 10);
+        }
     }
 }
