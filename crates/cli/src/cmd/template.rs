@@ -54,6 +54,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         None => serde_json::Value::Null,
     };
     let out = tmpl.render(&msgs, !a.no_generation_prompt, kwargs)?;
-    print!("{out}");
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, out.as_bytes())?;
     Ok(())
 }

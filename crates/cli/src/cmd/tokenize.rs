@@ -1,5 +1,6 @@
 //! `ferrite tokenize`: text to token ids with the model's own tokenizer.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -45,13 +46,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let (_f, tok) = load(&a.model)?;
     let ids = tok.encode(&text, !a.no_bos, !a.no_special)?;
+    // Write errors (a closed pipe) are reported, not panicked on as `println!` would.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
-        println!("{}", serde_json::to_string(&ids)?);
+        writeln!(out, "{}", serde_json::to_string(&ids)?)?;
     } else {
         for id in ids {
             let piece = String::from_utf8_lossy(&tok.token_to_piece(id)).into_owned();
-            println!("{id:>7} {piece:?}");
+            writeln!(out, "{id:>7} {piece:?}")?;
         }
     }
+    out.flush()?;
     Ok(())
 }
