@@ -66,6 +66,9 @@ pub struct Bpe {
     merges: FxHashMap<u64, (u32, u32)>,
 }
 
+/// A queued merge: (rank, left index, right index, left id, right id).
+type Pending = (u32, usize, usize, u32, u32);
+
 #[inline]
 fn key(a: u32, b: u32) -> u64 {
     (u64::from(a) << 32) | u64::from(b)
@@ -86,9 +89,7 @@ impl Bpe {
         map.reserve(merges.len());
         for (rank, m) in merges.iter().enumerate() {
             let bad = |why: &str| {
-                TokenizerError::Invalid(format!(
-                    "tokenizer.ggml.merges[{rank}] = {m:?}: {why}"
-                ))
+                TokenizerError::Invalid(format!("tokenizer.ggml.merges[{rank}] = {m:?}: {why}"))
             };
             // Split at the first space after the first character (a token may start with one).
             let split = m
@@ -127,7 +128,11 @@ impl Bpe {
         // Short words (nearly all): repeated scans of a small id vector beat a heap.
         let syms = scratch;
         syms.clear();
-        syms.extend(bytes.iter().map(|&b| self.byte_tok[b as usize].unwrap_or(u32::MAX)));
+        syms.extend(
+            bytes
+                .iter()
+                .map(|&b| self.byte_tok[b as usize].unwrap_or(u32::MAX)),
+        );
         loop {
             let mut best: Option<(u32, usize, u32)> = None;
             for i in 0..syms.len().saturating_sub(1) {
@@ -167,7 +172,7 @@ impl Bpe {
             })
             .collect();
         // (rank, left index) orders the queue; the ids detect entries made stale by a merge.
-        let mut heap: BinaryHeap<Reverse<(u32, usize, usize, u32, u32)>> = BinaryHeap::new();
+        let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
         let push = |heap: &mut BinaryHeap<_>, syms: &[Sym], l: usize, r: usize| {
             if l == NONE || r == NONE {
                 return;

@@ -202,7 +202,13 @@ const FIM_TEXTS: &[&[&str]] = &[
         "▁<MID>",
     ],
     &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>"],
-    &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+    &[
+        "<|fim_repo|>",
+        "<|repo_name|>",
+        "<fim-repo>",
+        "<REPO>",
+        "<reponame>",
+    ],
     &["<|file_sep|>"],
 ];
 
@@ -253,7 +259,13 @@ impl Tokenizer {
         let tokens: Vec<String> = tokens
             .into_iter()
             .enumerate()
-            .map(|(i, t)| if t.is_empty() { format!("[EMPTY_{i}]") } else { t })
+            .map(|(i, t)| {
+                if t.is_empty() {
+                    format!("[EMPTY_{i}]")
+                } else {
+                    t
+                }
+            })
             .collect();
 
         let scores: Vec<f32> = match md.get("tokenizer.ggml.scores") {
@@ -298,8 +310,8 @@ impl Tokenizer {
                             6 => attr::BYTE,
                             _ => {
                                 return Err(TokenizerError::Invalid(format!(
-                                    "tokenizer.ggml.token_type[{i}] = {ty} is not a token type (0..=6)"
-                                )))
+                                "tokenizer.ggml.token_type[{i}] = {ty} is not a token type (0..=6)"
+                            )))
                             }
                         })
                     })
@@ -361,7 +373,15 @@ impl Tokenizer {
                 let b = bpe::Bpe::new(&pre_name, merges, &lookup)?;
                 let f = b.flags;
                 let bos = if f.no_bos { None } else { Some(11) };
-                (Model::Bpe(b), f.add_bos, false, f.clean_spaces, bos, Some(11), None)
+                (
+                    Model::Bpe(b),
+                    f.add_bos,
+                    false,
+                    f.clean_spaces,
+                    bos,
+                    Some(11),
+                    None,
+                )
             } else {
                 let mut byte_tok = [None; 256];
                 for (b, slot) in byte_tok.iter_mut().enumerate() {
@@ -371,8 +391,20 @@ impl Tokenizer {
                             .and_then(|c| lookup(c.encode_utf8(&mut [0; 4])))
                     });
                 }
+                let crossing: Vec<String> = tokens
+                    .iter()
+                    .filter(|t| {
+                        let mut prev: Option<char> = None;
+                        t.chars().any(|c| {
+                            let hit = c == '\u{2581}' && prev.is_some_and(|p| p != '\u{2581}');
+                            prev = Some(c);
+                            hit
+                        })
+                    })
+                    .cloned()
+                    .collect();
                 (
-                    Model::Spm(spm::Spm { byte_tok }),
+                    Model::Spm(spm::Spm { byte_tok, crossing }),
                     true,
                     true,
                     false,
@@ -535,7 +567,9 @@ impl Tokenizer {
                     for c in t.chars() {
                         match bpe::char_byte(c) {
                             Some(b) => piece_bytes.push(b),
-                            None => piece_bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                            None => {
+                                piece_bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes())
+                            }
                         }
                     }
                 } else {
@@ -641,7 +675,10 @@ impl Tokenizer {
 
     fn piece(&self, id: u32) -> &[u8] {
         let i = id as usize;
-        match (self.inner.piece_offs.get(i), self.inner.piece_offs.get(i + 1)) {
+        match (
+            self.inner.piece_offs.get(i),
+            self.inner.piece_offs.get(i + 1),
+        ) {
             (Some(&s), Some(&e)) => &self.inner.piece_bytes[s as usize..e as usize],
             _ => &[],
         }
@@ -665,6 +702,9 @@ impl Tokenizer {
         let mut chunks = Vec::new();
         let mut scratch = Vec::new();
         let mut is_prev_special = true;
+        // Words repeat: each distinct short word is merged once per call.
+        let mut bpe_cache: FxHashMap<&[u8], Vec<u32>> = FxHashMap::default();
+        let mut spm_cache: FxHashMap<String, Vec<u32>> = FxHashMap::default();
         for f in frags {
             match f {
                 Frag::Token(id) => {
@@ -684,7 +724,15 @@ impl Tokenizer {
                                         continue;
                                     }
                                 }
+                                if let Some(ids) = bpe_cache.get(w) {
+                                    out.extend_from_slice(ids);
+                                    continue;
+                                }
+                                let n0 = out.len();
                                 b.word(w, &mut out, &mut scratch);
+                                if w.len() <= 32 {
+                                    bpe_cache.insert(w, out[n0..].to_vec());
+                                }
                             }
                         }
                         Model::Spm(m) => {
@@ -695,10 +743,11 @@ impl Tokenizer {
                             for c in t.chars() {
                                 s.push(if c == ' ' { '\u{2581}' } else { c });
                             }
-                            m.encode(
+                            m.encode_words(
                                 &s,
                                 &|x| inner.token_to_id.get(x).copied(),
                                 &|id| inner.scores[id as usize],
+                                &mut spm_cache,
                                 &mut out,
                             )?;
                         }

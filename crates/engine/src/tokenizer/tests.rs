@@ -78,7 +78,10 @@ fn malformed_vocabularies_are_load_errors() {
         "tokenizer.ggml.scores",
         strs(&["not", "floats"]),
     ));
-    assert!(e.contains("tokenizer.ggml.scores") && e.contains("expected [f32]"), "{e}");
+    assert!(
+        e.contains("tokenizer.ggml.scores") && e.contains("expected [f32]"),
+        "{e}"
+    );
 
     let e = err(with(
         tiny_bpe(),
@@ -87,31 +90,66 @@ fn malformed_vocabularies_are_load_errors() {
     ));
     assert!(e.contains("scores has 3 entries"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.eos_token_id", Value::U32(100_000)));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.eos_token_id",
+        Value::U32(100_000),
+    ));
     assert!(e.contains("eos_token_id = 100000 is out of range"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.bos_token_id", Value::I32(-7)));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.bos_token_id",
+        Value::I32(-7),
+    ));
     assert!(e.contains("bos_token_id"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.merges", strs(&["h e", "zz q"])));
-    assert!(e.contains("merges[1]") && e.contains("\"zz\" is not in the vocabulary"), "{e}");
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.merges",
+        strs(&["h e", "zz q"]),
+    ));
+    assert!(
+        e.contains("merges[1]") && e.contains("\"zz\" is not in the vocabulary"),
+        "{e}"
+    );
 
     let e = err(with(tiny_bpe(), "tokenizer.ggml.merges", strs(&["e h"])));
     assert!(e.contains("merged \"eh\" is not in the vocabulary"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.merges", strs(&["nospace"])));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.merges",
+        strs(&["nospace"]),
+    ));
     assert!(e.contains("merges[0]"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.pre", Value::String("mystery".into())));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.pre",
+        Value::String("mystery".into()),
+    ));
     assert!(e.contains("'mystery'"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.model", Value::String("bert".into())));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.model",
+        Value::String("bert".into()),
+    ));
     assert_eq!(e, "tokenizer model 'bert' is not supported yet");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.model", Value::String("zzz".into())));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.model",
+        Value::String("zzz".into()),
+    ));
     assert!(e.contains("'zzz'"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.token_type", Value::Array(Array::I32(vec![1; 5]))));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![1; 5])),
+    ));
     assert!(e.contains("token_type has 5 entries"), "{e}");
 
     let mut base = tiny_bpe();
@@ -122,9 +160,18 @@ fn malformed_vocabularies_are_load_errors() {
     let spm = |byte_tok: &str| {
         md(vec![
             ("tokenizer.ggml.model", Value::String("llama".into())),
-            ("tokenizer.ggml.tokens", strs(&["<unk>", "<s>", "</s>", byte_tok, "▁a"])),
-            ("tokenizer.ggml.scores", Value::Array(Array::F32(vec![0.0; 5]))),
-            ("tokenizer.ggml.token_type", Value::Array(Array::I32(vec![2, 3, 3, 6, 1]))),
+            (
+                "tokenizer.ggml.tokens",
+                strs(&["<unk>", "<s>", "</s>", byte_tok, "▁a"]),
+            ),
+            (
+                "tokenizer.ggml.scores",
+                Value::Array(Array::F32(vec![0.0; 5])),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(Array::I32(vec![2, 3, 3, 6, 1])),
+            ),
         ])
     };
     let e = err(spm("<0x-1>"));
@@ -188,7 +235,10 @@ fn stream_decoder_replaces_broken_sequences() {
     let m = md(vec![
         ("tokenizer.ggml.model", Value::String("llama".into())),
         ("tokenizer.ggml.tokens", Value::Array(Array::String(toks))),
-        ("tokenizer.ggml.scores", Value::Array(Array::F32(vec![0.0; n]))),
+        (
+            "tokenizer.ggml.scores",
+            Value::Array(Array::F32(vec![0.0; n])),
+        ),
         ("tokenizer.ggml.token_type", Value::Array(Array::I32(types))),
     ]);
     let t = Tokenizer::from_metadata(&m).unwrap();
@@ -199,4 +249,96 @@ fn stream_decoder_replaces_broken_sequences() {
     assert_eq!(sd.push(byte(b'x')), "\u{FFFD}x");
     assert_eq!(sd.push(byte(0xE2)), "");
     assert_eq!(sd.finish(), "\u{FFFD}");
+}
+
+/// Timing probe of the stages (not a check): `-- --ignored --nocapture stage_timing`.
+#[test]
+#[ignore]
+fn stage_timing() {
+    let f = ferrite_gguf::GgufFile::open(ferrite_testdata::gemma3()).unwrap();
+    let t = Tokenizer::from_metadata(f.metadata()).unwrap();
+    let text = std::fs::read_to_string("/usr/share/common-licenses/GPL-3").unwrap();
+    let t0 = std::time::Instant::now();
+    let mut nf = 0;
+    for _ in 0..10 {
+        nf = t.partition(&text, true).len();
+    }
+    eprintln!("partition: {:?} ({nf} fragments)", t0.elapsed() / 10);
+    let Model::Spm(m) = &t.inner.model else {
+        panic!()
+    };
+    let s: String = text
+        .chars()
+        .map(|c| if c == ' ' { '\u{2581}' } else { c })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        out.clear();
+        m.encode(
+            &s,
+            &|x| t.inner.token_to_id.get(x).copied(),
+            &|id| t.inner.scores[id as usize],
+            &mut out,
+        )
+        .unwrap();
+    }
+    eprintln!("spm: {:?} ({} tokens)", t0.elapsed() / 10, out.len());
+    let t0 = std::time::Instant::now();
+    for _ in 0..10 {
+        out.clear();
+        m.encode_words(
+            &s,
+            &|x| t.inner.token_to_id.get(x).copied(),
+            &|id| t.inner.scores[id as usize],
+            &mut Default::default(),
+            &mut out,
+        )
+        .unwrap();
+    }
+    eprintln!("spm words: {:?} ({} tokens)", t0.elapsed() / 10, out.len());
+    let t0 = std::time::Instant::now();
+    for _ in 0..10 {
+        t.encode(&text, true, true).unwrap();
+    }
+    eprintln!("encode: {:?}", t0.elapsed() / 10);
+    let t0 = std::time::Instant::now();
+    let mut hits = 0;
+    for _ in 0..10 {
+        for w in s.split('\u{2581}') {
+            hits += usize::from(t.inner.token_to_id.contains_key(w));
+        }
+    }
+    eprintln!("word lookups: {:?} ({hits})", t0.elapsed() / 10);
+}
+
+/// Splitting SentencePiece input into words (and caching them) gives exactly the tokens of the
+/// whole-string algorithm, including around Gemma 3's one cross-word token `>▁</`.
+#[test]
+fn spm_word_split_is_exact() {
+    let f = ferrite_gguf::GgufFile::open(ferrite_testdata::gemma3()).unwrap();
+    let t = Tokenizer::from_metadata(f.metadata()).unwrap();
+    let Model::Spm(m) = &t.inner.model else {
+        panic!("gemma3 is SentencePiece")
+    };
+    assert_eq!(m.crossing, [">▁</"]);
+    let gpl = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/data/GPL-3.txt"
+    ))
+    .unwrap();
+    for text in [
+        gpl.as_str(),
+        "<a> </a> <b>  </b>x> </y  > </ >  </",
+        "  many   spaces  and\ttabs\n\nlines ",
+    ] {
+        let s = text.replace(' ', "\u{2581}");
+        let lookup = |x: &str| t.inner.token_to_id.get(x).copied();
+        let score = |id: u32| t.inner.scores[id as usize];
+        let (mut whole, mut words) = (Vec::new(), Vec::new());
+        m.encode(&s, &lookup, &score, &mut whole).unwrap();
+        m.encode_words(&s, &lookup, &score, &mut Default::default(), &mut words)
+            .unwrap();
+        assert_eq!(whole, words, "{text:.60?}");
+    }
 }
