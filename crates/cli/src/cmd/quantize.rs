@@ -718,6 +718,31 @@ mod tests {
         assert!(e.contains("Q9_X") && e.contains("Q4_K_M"), "{e}");
     }
 
+    /// The legacy format: i32 count, then per entry i32 name length, name, i32 calls,
+    /// i32 value count, f32 sums (divided by the calls on load).
+    #[test]
+    fn legacy_imatrix_loads_and_truncation_is_an_error() {
+        let mut b = Vec::new();
+        b.extend(1i32.to_le_bytes());
+        b.extend(8i32.to_le_bytes());
+        b.extend(b"a.weight");
+        b.extend(2i32.to_le_bytes());
+        b.extend(3i32.to_le_bytes());
+        for v in [2f32, 4.0, 6.0] {
+            b.extend(v.to_le_bytes());
+        }
+        let dir = std::env::temp_dir().join(format!("ferrite-imatrix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.dat");
+        std::fs::write(&path, &b).unwrap();
+        let m = load_imatrix(&path).unwrap();
+        assert_eq!(m["a.weight"], vec![1.0, 2.0, 3.0]);
+        std::fs::write(&path, &b[..b.len() - 2]).unwrap();
+        let e = load_imatrix(&path).unwrap_err().to_string();
+        assert!(e.contains("truncated values"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// llama.cpp made the Gemma 3 270M Q4_K_M file: planning Q4_K_M for it must give every
     /// tensor the type llama.cpp gave it (mixture layers, tied output, 640-wide fallbacks).
     #[test]
