@@ -4,12 +4,15 @@
 //! tokenizers and chat templates, and the library API in [`session`]: load a [`Model`] once,
 //! open any number of independent [`Session`]s on it.
 
+pub mod batch;
+pub mod chat;
 pub mod error;
 pub mod kv_cache;
 pub mod models;
 pub mod ops;
 pub mod sampling;
 pub mod session;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -10,9 +10,11 @@
 //! - [`backend`]: the two narrow traits the scheduler drives ([`BatchBackend`] for the model,
 //!   [`TextCodec`] for text), so the HTTP and batching layers do not depend on a particular model.
 //! - [`sampler`]: per-request sampling (temperature, top-k/p, min-p, penalties, logit bias, seed).
+//! - [`engine`]: the real model as a [`BatchBackend`].
 //! - [`fake`]: a deterministic toy backend and byte-level codec for tests.
 
 pub mod backend;
+pub mod engine;
 pub mod fake;
 pub mod http;
 pub mod metrics;
