@@ -20,10 +20,20 @@ pub struct Args {
     #[arg(short = 'm', long = "model")]
     model_flags: Vec<PathBuf>,
     /// Prompt tokens for the ppN test (0: skip). Comma-separated for several.
-    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
     n_prompt: Vec<usize>,
     /// Generated tokens for the tgN test (0: skip). Comma-separated for several.
-    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     n_gen: Vec<usize>,
     /// Thread counts, e.g. `-t 1,2` (default: physical cores).
     #[arg(short = 't', long = "threads", value_delimiter = ',')]
@@ -82,7 +92,9 @@ fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) % n_vocab as u64) as u32
         })
         .collect()
