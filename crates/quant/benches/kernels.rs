@@ -113,7 +113,7 @@ fn bench_matmul(c: &mut Criterion, kind: &str, n_b: usize, types: &[GgmlType]) {
         let x: Vec<f32> = (0..n_b * k).map(|_| rng.f32()).collect();
         let mut y = vec![0f32; n_b * n];
         for &ty in types {
-            if k as u64 % ty.block_size() != 0 {
+            if !(k as u64).is_multiple_of(ty.block_size()) {
                 // e.g. k-quants on SmolLM2's 576-wide rows: such files use other types there.
                 continue;
             }
