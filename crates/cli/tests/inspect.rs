@@ -224,3 +224,22 @@ fn corrupt_files_fail_with_the_offset() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
 }
+
+#[test]
+fn control_characters_are_escaped_in_text() {
+    use ferrite_gguf::{writer, GgmlType, Metadata, TensorSpec, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Metadata::new();
+    m.insert("evil\x1b[2Jkey", Value::String("v\x1b]0;x\x07".into()))
+        .unwrap();
+    let data = [0u8; 4];
+    let t = TensorSpec::new("t\x1bname", &[1], GgmlType::F32);
+    let p = dir.path().join("evil.gguf");
+    std::fs::write(&p, writer::to_vec(&m, &[(t, &data[..])]).unwrap()).unwrap();
+    let out = ferrite(&["inspect", "--tensors", p.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    assert!(text.contains("evil\\u{1b}[2Jkey: string"), "{text}");
+    assert!(text.contains("t\\u{1b}name"), "{text}");
+}

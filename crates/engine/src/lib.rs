@@ -16,3 +16,8 @@ pub mod weights;
 pub use error::{Error, Result};
 pub use kv_cache::KvType;
 pub use session::{LoadOptions, Model, Session, SessionOptions};
+//! Model configs and the generic decoder (`models`), KV cache, sampling, tokenizers and chat
+//! templates.
+
+pub mod chat;
+pub mod tokenizer;

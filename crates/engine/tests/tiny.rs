@@ -63,3 +63,39 @@ fn tiny_llama_every_type_matches_llama_cpp() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// Small batches, no KV cache (recompute every step) and one-at-a-time all give the same
+/// logits as one big batch.
+#[test]
+fn batch_size_and_disabled_cache_do_not_change_logits() {
+    let path = ferrite_testdata::reference_dir().join("tiny/tiny-llama-f32.gguf");
+    let model = Model::load(&path, Default::default()).unwrap();
+    let ids: Vec<u32> = (0..12).map(|i| 1 + 97 * i).collect();
+    let run = |batch_size, kv_cache| {
+        let mut s = model
+            .session(ferrite_engine::SessionOptions {
+                n_ctx: Some(16),
+                kv_type: ferrite_engine::KvType::F32,
+                kv_cache,
+                n_threads: Some(1),
+                batch_size,
+            })
+            .unwrap();
+        let mut out = s.eval_all(&ids[..7]).unwrap();
+        out.extend(s.eval_all(&ids[7..]).unwrap());
+        out
+    };
+    let base = run(512, true);
+    for (b, kv) in [(3, true), (1, true), (512, false), (5, false)] {
+        let other = run(b, kv);
+        let d = base
+            .iter()
+            .zip(&other)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(d < 1e-4, "batch {b} kv {kv}: {d}");
+    }
+    let mut s = model.session(Default::default()).unwrap();
+    s.eval(&ids).unwrap();
+    let e = s.eval(&vec![1; 5000]).unwrap_err();
+    assert!(e.to_string().contains("context is full"), "{e}");
+}

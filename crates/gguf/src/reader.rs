@@ -232,7 +232,7 @@ impl<'a> Cursor<'a> {
 
 /// Keys whose type is fixed by the format or by every consumer; a file that stores them with
 /// another type is refused at load time rather than misread later.
-fn check_known_key(key: &str, value: &Value) -> std::result::Result<(), String> {
+pub(crate) fn check_known_key(key: &str, value: &Value) -> std::result::Result<(), String> {
     let expect = |ok: bool, what: &str| {
         if ok {
             Ok(())

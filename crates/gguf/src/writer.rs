@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 
-use crate::reader::{DEFAULT_ALIGNMENT, MAGIC, MAX_DIMS};
+use crate::reader::{check_known_key, DEFAULT_ALIGNMENT, MAGIC, MAX_DIMS};
 use crate::types::GgmlType;
 use crate::value::{Array, Metadata, Value};
 
@@ -167,6 +167,15 @@ pub struct HeaderWriter<W: Write> {
 impl<W: Write> HeaderWriter<W> {
     /// Writes magic, version 3, metadata and tensor infos, padded to the data section.
     pub fn new(out: W, metadata: &Metadata, tensors: &[TensorSpec]) -> io::Result<Self> {
+        // Refuse to write what the reader would refuse.
+        let bad = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+        for (k, v) in metadata.iter() {
+            check_known_key(k, v).map_err(bad)?;
+        }
+        let mut names = std::collections::HashSet::with_capacity(tensors.len());
+        if let Some(t) = tensors.iter().find(|t| !names.insert(t.name.as_str())) {
+            return Err(bad(format!("duplicate tensor name '{}'", t.name)));
+        }
         let alignment = alignment_of(metadata)?;
         let mut out = Counting {
             inner: out,

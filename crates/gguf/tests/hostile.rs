@@ -450,6 +450,16 @@ fn alignment_2_pow_40_as_u64() {
     );
 }
 
+/// `m` plus `key: value` appended, written although `value` has the wrong type for `key`.
+fn with_known_key(mut m: Metadata, key: &str, value: Value) -> Vec<u8> {
+    let stand_in = format!("~{}", &key[1..]);
+    m.insert(stand_in.clone(), value).unwrap();
+    let mut b = writer::to_vec(&m, &[]).unwrap();
+    let at = find_str(&b, &stand_in) + 8;
+    b[at] = key.as_bytes()[0];
+    b
+}
+
 #[test]
 fn wrong_types_for_known_keys() {
     let b = raw_file(&[(b"general.alignment", 8, enc_str("32"))]);
@@ -459,16 +469,16 @@ fn wrong_types_for_known_keys() {
         Some(24),
     );
 
-    // tokenizer.ggml.scores as a u8 array, made by the writer (which does not police types).
+    // tokenizer.ggml.scores as a u8 array. The writer refuses to write that, so the key is
+    // written under a stand-in name of the same length and renamed in the bytes.
     let mut m = Metadata::new();
     m.insert("general.architecture", Value::String("llama".into()))
         .unwrap();
-    m.insert(
+    let b = with_known_key(
+        m,
         "tokenizer.ggml.scores",
         Value::Array(Array::U8(vec![1, 2, 3])),
-    )
-    .unwrap();
-    let b = writer::to_vec(&m, &[]).unwrap();
+    );
     refused(
         &b,
         &["key 'tokenizer.ggml.scores' must be an array of f32, found [u8; 3]"],
@@ -502,10 +512,13 @@ fn wrong_types_for_known_keys() {
             "must be a non-negative integer, found string",
         ),
     ] {
+        let b = with_known_key(Metadata::new(), key, val.clone());
+        refused(&b, &[&format!("key '{key}' {expect}")], Some(24));
+        // The writer refuses it too.
         let mut m = Metadata::new();
         m.insert(key, val).unwrap();
-        let b = writer::to_vec(&m, &[]).unwrap();
-        refused(&b, &[&format!("key '{key}' {expect}")], Some(24));
+        let e = writer::to_vec(&m, &[]).unwrap_err().to_string();
+        assert!(e.contains(&format!("key '{key}' {expect}")), "{e}");
     }
 }
 

@@ -189,6 +189,13 @@ fn the_writer_refuses_what_the_reader_would() {
     let mut m = Metadata::new();
     m.insert("general.alignment", Value::U32(3)).unwrap();
     assert!(writer::to_vec(&m, &[]).is_err());
+    // Duplicate tensor names, a known key with the wrong type.
+    let a = TensorSpec::new("a", &[1], GgmlType::F32);
+    let e = writer::to_vec(&Metadata::new(), &[(a.clone(), &z[..4]), (a, &z[..4])]).unwrap_err();
+    assert!(e.to_string().contains("duplicate tensor name 'a'"), "{e}");
+    let mut m = Metadata::new();
+    m.insert("general.architecture", Value::U8(1)).unwrap();
+    assert!(writer::to_vec(&m, &[]).is_err());
     // Data of the wrong length.
     let spec = TensorSpec::new("a", &[4], GgmlType::F32);
     assert!(writer::to_vec(&Metadata::new(), &[(spec, &z[..15])]).is_err());

@@ -14,7 +14,9 @@
 //! ```
 
 pub mod formats;
+pub mod kernels;
 pub mod matmul;
+pub mod pool;
 pub mod quantize;
 pub mod traits;
 

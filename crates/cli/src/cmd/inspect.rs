@@ -303,6 +303,8 @@ fn write_text(out: &mut impl Write, f: &GgufFile, args: &Args) -> anyhow::Result
 
     writeln!(out, "\nmetadata ({} keys):", m.len())?;
     for (k, v) in m.iter() {
+        // Keys and names are escaped: a hostile file must not drive the terminal.
+        let k = k.escape_debug();
         writeln!(out, "  {k}: {} {}", v.type_description(), short_value(v))?;
     }
 
@@ -324,7 +326,7 @@ fn write_text(out: &mut impl Write, f: &GgufFile, args: &Args) -> anyhow::Result
         let w = f
             .tensors()
             .iter()
-            .map(|t| t.name.chars().count())
+            .map(|t| t.name.escape_debug().count())
             .max()
             .unwrap_or(4)
             .max(4);
@@ -338,7 +340,7 @@ fn write_text(out: &mut impl Write, f: &GgufFile, args: &Args) -> anyhow::Result
             writeln!(
                 out,
                 "  {:<w$}  {:<7}  {:<22}  {:>11}  {:>11}",
-                t.name,
+                t.name.escape_debug().to_string(),
                 t.ty.name(),
                 shape,
                 t.n_bytes,

@@ -6,6 +6,7 @@ pub mod detokenize;
 pub mod dump;
 pub mod inspect;
 pub mod logits;
+pub mod model_opts;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;

@@ -58,7 +58,11 @@ impl Linear {
 
 #[derive(Debug)]
 enum Qkv {
-    Separate { q: Linear, k: Linear, v: Linear },
+    Separate {
+        q: Box<Linear>,
+        k: Box<Linear>,
+        v: Box<Linear>,
+    },
     Fused(Linear),
 }
 
@@ -169,9 +173,9 @@ impl Decoder {
             let qkv = match Linear::opt(&t, &n("attn_qkv"), d, qd + kd + vd)? {
                 Some(l) => Qkv::Fused(l),
                 None => Qkv::Separate {
-                    q: Linear::load(&t, &n("attn_q"), d, qd)?,
-                    k: Linear::load(&t, &n("attn_k"), d, kd)?,
-                    v: Linear::load(&t, &n("attn_v"), d, vd)?,
+                    q: Box::new(Linear::load(&t, &n("attn_q"), d, qd)?),
+                    k: Box::new(Linear::load(&t, &n("attn_k"), d, kd)?),
+                    v: Box::new(Linear::load(&t, &n("attn_v"), d, vd)?),
                 },
             };
             let ffn = if t.has(&n("ffn_gate_inp.weight")) {

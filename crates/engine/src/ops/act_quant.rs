@@ -39,7 +39,7 @@ pub fn round_to_grid(grid: ActGrid, x: &mut [f32], k: usize) {
         ActGrid::F32 => {}
         ActGrid::F16 => x.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
         ActGrid::BF16 => x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
-        ActGrid::Q8_0 if k % 32 == 0 => {
+        ActGrid::Q8_0 if k.is_multiple_of(32) => {
             for b in x.chunks_exact_mut(32) {
                 let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let d = f16::from_f32(amax / 127.0).to_f32();
@@ -49,7 +49,7 @@ pub fn round_to_grid(grid: ActGrid, x: &mut [f32], k: usize) {
                 }
             }
         }
-        ActGrid::Q8K if k % 256 == 0 => {
+        ActGrid::Q8K if k.is_multiple_of(256) => {
             for b in x.chunks_exact_mut(256) {
                 let max = b
                     .iter()

@@ -12,22 +12,36 @@ pub(crate) const IQ4_LEVELS: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
-/// Index of the level nearest to `v` (the lower one on a tie; NaN gives the lowest).
+/// Nearest level for each half-unit cell `(k/2 − 128, (k+1)/2 − 128]`. Midpoints between
+/// levels are multiples of 1/2, so no cell straddles one, and a value exactly on a midpoint
+/// (a cell's right end) goes to the lower level.
+const NEAREST: [u8; 512] = {
+    let mut t = [0u8; 512];
+    let mut k = 0;
+    while k < 512 {
+        // The cell's interior point 2v = k − 256 + 1/2, times 4 to stay in integers.
+        let v4 = 2 * (k as i32 - 256) + 1;
+        let mut best = 0;
+        let mut i = 1;
+        while i < 16 {
+            let d_best = (v4 - 4 * IQ4_LEVELS[best] as i32).abs();
+            let d_i = (v4 - 4 * IQ4_LEVELS[i] as i32).abs();
+            if d_i < d_best {
+                best = i;
+            }
+            i += 1;
+        }
+        t[k] = best as u8;
+        k += 1;
+    }
+    t
+};
+
+/// Index of the level nearest to `v` (the lower one on a tie).
+#[inline]
 fn nearest_level(v: f32) -> u8 {
-    // First level not below v, then pick the closer of it and its predecessor.
-    let hi = IQ4_LEVELS.partition_point(|&k| f32::from(k) < v);
-    if hi == 0 {
-        return 0;
-    }
-    if hi == IQ4_LEVELS.len() {
-        return 15;
-    }
-    let (a, b) = (f32::from(IQ4_LEVELS[hi - 1]), f32::from(IQ4_LEVELS[hi]));
-    if v - a <= b - v {
-        (hi - 1) as u8
-    } else {
-        hi as u8
-    }
+    let k = ((2.0 * v).ceil() + 255.0).clamp(0.0, 511.0);
+    NEAREST[k as usize]
 }
 
 /// Element weights: the squares of the values without importance, otherwise
@@ -142,4 +156,27 @@ pub(super) fn iq4_xs(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
         pack(&l, &mut out[8 + 16 * j..24 + 16 * j]);
     }
     out[2..4].copy_from_slice(&scales_h.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table lookup equals a plain nearest search (lower level on ties) on a fine grid
+    /// that includes every midpoint.
+    #[test]
+    fn nearest_level_table_matches_direct_search() {
+        for k in -600..=600 {
+            for v in [k as f32 / 4.0, k as f32 / 4.0 + 0.01, k as f32 / 4.0 - 0.01] {
+                let mut best = 0;
+                for (i, &level) in IQ4_LEVELS.iter().enumerate().skip(1) {
+                    let di = (v - f32::from(level)).abs();
+                    if di < (v - f32::from(IQ4_LEVELS[best])).abs() {
+                        best = i;
+                    }
+                }
+                assert_eq!(nearest_level(v), best as u8, "v = {v}");
+            }
+        }
+    }
 }

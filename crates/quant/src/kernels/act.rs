@@ -1,0 +1,270 @@
+//! Activation quantizers: one f32 row to the 8-bit (or 16-bit) format the weight type's dot
+//! product consumes, in ggml's C block layouts.
+//!
+//! Q8_0 (34 B: f16 `d`, 32 × i8) and Q8_1 (36 B: f16 `d`, f16 `s = d·Σq`, 32 × i8) follow the
+//! arithmetic llama.cpp runs on x86 for activations (`127/amax` as the inverse scale, round
+//! half to even), which differs from its `_ref` quantizer only on exact ties; Q8_K (292 B: f32
+//! `d`, 256 × i8, 16 × i16 block sums) follows `quantize_row_q8_K_ref`, which is also what
+//! llama.cpp runs on x86: the scale comes from the signed value of largest magnitude,
+//! `iscale = -127/max`, so `d` may be negative.
+
+use half::{bf16, f16};
+
+/// Encoding of a quantized activation row. Each weight type pairs with one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
+pub enum ActType {
+    Q8_0,
+    Q8_1,
+    Q8_K,
+    F16,
+    BF16,
+    F32,
+}
+
+impl ActType {
+    /// Elements per block.
+    pub const fn block_size(self) -> usize {
+        match self {
+            ActType::Q8_0 | ActType::Q8_1 => 32,
+            ActType::Q8_K => 256,
+            ActType::F16 | ActType::BF16 | ActType::F32 => 1,
+        }
+    }
+
+    /// Bytes per block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            ActType::Q8_0 => 34,
+            ActType::Q8_1 => 36,
+            ActType::Q8_K => 292,
+            ActType::F16 | ActType::BF16 => 2,
+            ActType::F32 => 4,
+        }
+    }
+
+    /// Bytes of a row of `k` elements, or `None` if `k` is not a whole number of blocks.
+    pub const fn row_bytes(self, k: usize) -> Option<usize> {
+        if !k.is_multiple_of(self.block_size()) {
+            return None;
+        }
+        Some(k / self.block_size() * self.block_bytes())
+    }
+}
+
+/// Quantizes `x` (a whole number of blocks) into `out` (exactly `row_bytes(x.len())` bytes).
+///
+/// # Panics
+/// If the lengths do not match; callers size the buffers with [`ActType::row_bytes`].
+pub fn quantize_row(act: ActType, x: &[f32], out: &mut [u8]) {
+    let need = act.row_bytes(x.len());
+    assert_eq!(
+        need,
+        Some(out.len()),
+        "{act:?} activation row of {} elements",
+        x.len()
+    );
+    match act {
+        ActType::Q8_0 => {
+            for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(34)) {
+                let (d, _) = q8_block(xb, &mut ob[2..]);
+                ob[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+            }
+        }
+        ActType::Q8_1 => {
+            for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(36)) {
+                let (d, sum) = q8_block(xb, &mut ob[4..]);
+                ob[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                ob[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
+            }
+        }
+        ActType::Q8_K => {
+            for (xb, ob) in x.chunks_exact(256).zip(out.chunks_exact_mut(292)) {
+                q8_k_block(xb, ob);
+            }
+        }
+        ActType::F16 => {
+            for (v, o) in x.iter().zip(out.chunks_exact_mut(2)) {
+                o.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        ActType::BF16 => {
+            for (v, o) in x.iter().zip(out.chunks_exact_mut(2)) {
+                o.copy_from_slice(&bf16::from_f32(*v).to_le_bytes());
+            }
+        }
+        ActType::F32 => {
+            for (v, o) in x.iter().zip(out.chunks_exact_mut(4)) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// One 32-element Q8_0/Q8_1 block: writes the 32 quants, returns `(d, Σq)`.
+fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, v) in qs.iter_mut().zip(x) {
+        // `as i32` saturates, like the packing instructions llama.cpp uses.
+        let r = ((v * id).round_ties_even() as i32).clamp(-128, 127);
+        sum += r;
+        *q = r as i8 as u8;
+    }
+    (d, sum)
+}
+
+fn q8_k_block(x: &[f32], out: &mut [u8]) {
+    let mut max = 0f32;
+    let mut amax = 0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        out.fill(0);
+        return;
+    }
+    let iscale = -127.0 / max;
+    let (head, rest) = out.split_at_mut(4);
+    let (qs, bsums) = rest.split_at_mut(256);
+    for (q, v) in qs.iter_mut().zip(x) {
+        let r = ((iscale * v).round_ties_even() as i32).min(127);
+        *q = r as i8 as u8;
+    }
+    for (j, b) in bsums.chunks_exact_mut(2).enumerate() {
+        let s: i32 = qs[16 * j..16 * j + 16]
+            .iter()
+            .map(|&q| i32::from(q as i8))
+            .sum();
+        b.copy_from_slice(&(s as i16).to_le_bytes());
+    }
+    head.copy_from_slice(&(1.0 / iscale).to_le_bytes());
+}
+
+/// Dequantizes an activation row (tests and diagnostics).
+pub fn dequantize_row(act: ActType, src: &[u8], out: &mut [f32]) {
+    assert_eq!(act.row_bytes(out.len()), Some(src.len()));
+    let f16_at = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+    match act {
+        ActType::Q8_0 | ActType::Q8_1 => {
+            let (bb, off) = if act == ActType::Q8_0 {
+                (34, 2)
+            } else {
+                (36, 4)
+            };
+            for (b, o) in src.chunks_exact(bb).zip(out.chunks_exact_mut(32)) {
+                let d = f16_at(b, 0);
+                for (v, &q) in o.iter_mut().zip(&b[off..]) {
+                    *v = d * f32::from(q as i8);
+                }
+            }
+        }
+        ActType::Q8_K => {
+            for (b, o) in src.chunks_exact(292).zip(out.chunks_exact_mut(256)) {
+                let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                for (v, &q) in o.iter_mut().zip(&b[4..260]) {
+                    *v = d * f32::from(q as i8);
+                }
+            }
+        }
+        ActType::F16 => {
+            for (v, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *v = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        ActType::BF16 => {
+            for (v, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *v = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        ActType::F32 => {
+            for (v, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+                *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_0_block_by_hand() {
+        // amax 2.54 → d = 0.02, id = 50: 1.0 → 50, -2.54 → -127, ties round to even.
+        let mut x = [0f32; 32];
+        x[0] = 1.0;
+        x[1] = -2.54;
+        x[2] = 0.01; // 0.5 → 0 (even)
+        x[3] = 0.03; // 1.5 → 2 (even)
+        let mut out = [0u8; 34];
+        quantize_row(ActType::Q8_0, &x, &mut out);
+        let d = f16::from_le_bytes([out[0], out[1]]).to_f32();
+        assert_eq!(d, f16::from_f32(2.54 / 127.0).to_f32());
+        assert_eq!(out[2] as i8, 50);
+        assert_eq!(out[3] as i8, -127);
+        assert_eq!(out[4] as i8, 0);
+        assert_eq!(out[5] as i8, 2);
+    }
+
+    #[test]
+    fn q8_1_sum_matches_quants() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut out = vec![0u8; 72];
+        quantize_row(ActType::Q8_1, &x, &mut out);
+        for b in out.chunks_exact(36) {
+            let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            let s = f16::from_le_bytes([b[2], b[3]]).to_f32();
+            let sum: i32 = b[4..].iter().map(|&q| i32::from(q as i8)).sum();
+            // `s` was computed from the f32 scale before its rounding to f16.
+            let want = d * sum as f32;
+            assert!(
+                (s - want).abs() <= want.abs() * 2e-3 + 1e-6,
+                "{s} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn q8_k_uses_signed_max_and_bsums() {
+        let mut x: Vec<f32> = (0..256)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+            .collect();
+        // The value of largest magnitude always maps to -127: here it is negative, so d > 0;
+        // a positive one would give d < 0.
+        x[5] = -3.0;
+        let mut out = vec![0u8; 292];
+        quantize_row(ActType::Q8_K, &x, &mut out);
+        let d = f32::from_le_bytes(out[..4].try_into().unwrap());
+        assert_eq!(d, 1.0 / (-127.0f32 / -3.0));
+        assert_eq!(out[4 + 5] as i8, -127);
+        for j in 0..16 {
+            let s: i32 = out[4 + 16 * j..4 + 16 * j + 16]
+                .iter()
+                .map(|&q| i32::from(q as i8))
+                .sum();
+            let b = i16::from_le_bytes([out[260 + 2 * j], out[261 + 2 * j]]);
+            assert_eq!(i32::from(b), s);
+        }
+        let mut back = vec![0f32; 256];
+        dequantize_row(ActType::Q8_K, &out, &mut back);
+        for (a, b) in x.iter().zip(&back) {
+            assert!((a - b).abs() <= 3.0 / 127.0 * 0.5 + 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn zero_block_gives_zero_scale() {
+        let x = [0f32; 256];
+        for act in [ActType::Q8_0, ActType::Q8_1, ActType::Q8_K] {
+            let mut out = vec![0xffu8; act.row_bytes(256).unwrap()];
+            quantize_row(act, &x, &mut out);
+            assert!(out.iter().all(|&b| b == 0), "{act:?}");
+        }
+    }
+}

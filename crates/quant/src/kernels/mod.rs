@@ -1,0 +1,248 @@
+//! Dot-product kernels: one weight row of a stored type · one activation row quantized to the
+//! type's partner format ([`ActType`]), as llama.cpp pairs them (Q4_0/Q5_0/Q8_0/IQ4_NL with
+//! Q8_0, Q4_1/Q5_1 with Q8_1, k-quants and IQ4_XS with Q8_K, F16/BF16/F32 with themselves).
+//!
+//! Each type has a scalar reference ([`scalar`]) and, on x86-64, AVX2+FMA and AVX-512 VNNI
+//! versions ([`x86`]); the best one the CPU supports is picked once, at first use
+//! ([`kernel`]). [`kernel_for`] gives a specific instruction set, for tests and benchmarks.
+//! On aarch64 the scalar kernels run until NEON versions land.
+
+pub mod act;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+use std::sync::OnceLock;
+
+use ferrite_gguf::GgmlType;
+
+pub use act::{quantize_row, ActType};
+
+/// Block byte sizes and the IQ4 codebook: the facts every kernel relies on, in one place.
+pub mod layout {
+    pub const Q4_0_BYTES: usize = 18;
+    pub const Q4_1_BYTES: usize = 20;
+    pub const Q5_0_BYTES: usize = 22;
+    pub const Q5_1_BYTES: usize = 24;
+    pub const Q8_0_BYTES: usize = 34;
+    pub const Q8_1_BYTES: usize = 36;
+    pub const IQ4_NL_BYTES: usize = 18;
+    pub const Q2_K_BYTES: usize = 84;
+    pub const Q3_K_BYTES: usize = 110;
+    pub const Q4_K_BYTES: usize = 144;
+    pub const Q5_K_BYTES: usize = 176;
+    pub const Q6_K_BYTES: usize = 210;
+    pub const IQ4_XS_BYTES: usize = 136;
+    pub const Q8_K_BYTES: usize = 292;
+
+    pub use crate::formats::iquants::KVALUES_IQ4NL;
+}
+
+/// An instruction-set level a kernel is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    Scalar,
+    /// AVX2 + FMA + F16C (256-bit; `vpmaddubsw` for 8-bit products).
+    Avx2,
+    /// The AVX2 kernels with AVX-512 VNNI (`vpdpbusd` on 256-bit vectors) and 512-bit float
+    /// kernels; needs AVX-512 F/BW/VL/VNNI.
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// Whether this CPU can run kernels of this level.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                Isa::Avx2.supported()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The best level this CPU supports (detected once). `FERRITE_ISA=scalar|avx2|avx512vnni`
+    /// lowers it, for comparisons; a level the CPU lacks is ignored.
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let cap = match std::env::var("FERRITE_ISA").as_deref() {
+                Ok("scalar") => Isa::Scalar,
+                Ok("avx2") => Isa::Avx2,
+                _ => Isa::Avx512Vnni,
+            };
+            [Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar]
+                .into_iter()
+                .find(|i| *i <= cap && i.supported())
+                .unwrap_or(Isa::Scalar)
+        })
+    }
+}
+
+/// How many activation rows [`Kernel::dot_tile`] handles per weight-row pass.
+pub const TILE: usize = 4;
+
+type DotFn = fn(&[u8], &[u8]) -> f32;
+type TileFn = fn(&[u8], [&[u8]; TILE]) -> [f32; TILE];
+
+/// The dot product of one weight type, for one instruction set.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    pub ty: GgmlType,
+    pub act: ActType,
+    pub isa: Isa,
+    w_block: usize,
+    w_bytes: usize,
+    dot: DotFn,
+    tile: Option<TileFn>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kernel({}, {:?}, {:?})", self.ty, self.act, self.isa)
+    }
+}
+
+impl Kernel {
+    /// Blocks in a weight row, after checking that `w` and `a` are rows of the same length.
+    #[inline]
+    fn check(&self, w: &[u8], a: &[u8]) {
+        let nb = w.len() / self.w_bytes;
+        assert!(
+            w.len().is_multiple_of(self.w_bytes)
+                && Some(a.len()) == self.act.row_bytes(nb * self.w_block),
+            "{}: weight row of {} bytes and {:?} row of {} bytes do not match",
+            self.ty,
+            w.len(),
+            self.act,
+            a.len()
+        );
+    }
+
+    /// `Σ w[i]·a[i]` over one row.
+    ///
+    /// # Panics
+    /// If the two rows do not hold the same number of elements.
+    #[inline]
+    pub fn dot(&self, w: &[u8], a: &[u8]) -> f32 {
+        self.check(w, a);
+        (self.dot)(w, a)
+    }
+
+    /// One weight row against [`TILE`] activation rows, decoding the weights once.
+    #[inline]
+    pub fn dot_tile(&self, w: &[u8], a: [&[u8]; TILE]) -> [f32; TILE] {
+        for r in a {
+            self.check(w, r);
+        }
+        match self.tile {
+            Some(f) => f(w, a),
+            None => a.map(|r| (self.dot)(w, r)),
+        }
+    }
+}
+
+fn scalar_kernel(ty: GgmlType) -> Option<Kernel> {
+    use layout::*;
+    let (act, w_block, w_bytes, dot): (ActType, usize, usize, DotFn) = match ty {
+        GgmlType::Q4_0 => (ActType::Q8_0, 32, Q4_0_BYTES, scalar::dot_q4_0),
+        GgmlType::Q4_1 => (ActType::Q8_1, 32, Q4_1_BYTES, scalar::dot_q4_1),
+        GgmlType::Q5_0 => (ActType::Q8_0, 32, Q5_0_BYTES, scalar::dot_q5_0),
+        GgmlType::Q5_1 => (ActType::Q8_1, 32, Q5_1_BYTES, scalar::dot_q5_1),
+        GgmlType::Q8_0 => (ActType::Q8_0, 32, Q8_0_BYTES, scalar::dot_q8_0),
+        GgmlType::IQ4_NL => (ActType::Q8_0, 32, IQ4_NL_BYTES, scalar::dot_iq4_nl),
+        GgmlType::Q2_K => (ActType::Q8_K, 256, Q2_K_BYTES, scalar::dot_q2_k),
+        GgmlType::Q3_K => (ActType::Q8_K, 256, Q3_K_BYTES, scalar::dot_q3_k),
+        GgmlType::Q4_K => (ActType::Q8_K, 256, Q4_K_BYTES, scalar::dot_q4_k),
+        GgmlType::Q5_K => (ActType::Q8_K, 256, Q5_K_BYTES, scalar::dot_q5_k),
+        GgmlType::Q6_K => (ActType::Q8_K, 256, Q6_K_BYTES, scalar::dot_q6_k),
+        GgmlType::IQ4_XS => (ActType::Q8_K, 256, IQ4_XS_BYTES, scalar::dot_iq4_xs),
+        GgmlType::F16 => (ActType::F16, 1, 2, scalar::dot_f16),
+        GgmlType::BF16 => (ActType::BF16, 1, 2, scalar::dot_bf16),
+        GgmlType::F32 => (ActType::F32, 1, 4, scalar::dot_f32),
+        _ => return None,
+    };
+    Some(Kernel {
+        ty,
+        act,
+        isa: Isa::Scalar,
+        w_block,
+        w_bytes,
+        dot,
+        tile: None,
+    })
+}
+
+/// The kernel for `ty` at instruction-set level `isa`, if that level has one for this type and
+/// this CPU supports it. Types without a SIMD version at that level get `None`.
+pub fn kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
+    if !isa.supported() {
+        return None;
+    }
+    let base = scalar_kernel(ty)?;
+    match isa {
+        Isa::Scalar => Some(base),
+        #[cfg(target_arch = "x86_64")]
+        _ => x86::kernel(ty, isa).map(|(dot, tile)| Kernel {
+            isa,
+            dot,
+            tile: Some(tile),
+            ..base
+        }),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => None,
+    }
+}
+
+/// The fastest kernel for `ty` on this CPU (chosen once per type), or `None` for types that
+/// have no dot product (the IQ1/IQ2/IQ3 families, ternary and FP4 types for now).
+pub fn kernel(ty: GgmlType) -> Option<&'static Kernel> {
+    static TABLE: OnceLock<Vec<Kernel>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let best = Isa::best();
+        SUPPORTED
+            .iter()
+            .filter_map(|&t| {
+                [Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar]
+                    .into_iter()
+                    .filter(|i| *i <= best)
+                    .find_map(|i| kernel_for(t, i))
+            })
+            .collect()
+    });
+    table.iter().find(|k| k.ty == ty)
+}
+
+/// Every weight type that has a dot-product kernel.
+pub const SUPPORTED: &[GgmlType] = &[
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_XS,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+
+#[cfg(test)]
+pub(crate) mod tests;

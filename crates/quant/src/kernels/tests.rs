@@ -1,0 +1,216 @@
+//! Kernel tests: every SIMD level against the scalar reference on random blocks, and the
+//! scalar reference against (dequantized weights) · (dequantized activations), where the
+//! weight dequantizers are `crate::formats` (bit-exact with the `gguf` Python package).
+
+use super::*;
+use ferrite_gguf::GgmlType;
+use half::{bf16, f16};
+
+/// splitmix64: a small seeded generator, enough for test data.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub(crate) fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Offsets of the f16 scale fields in one block of `ty` (set to sane values so that random
+/// bytes do not produce NaN or infinity).
+fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => &[0],
+        GgmlType::IQ4_XS => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// A random row of `k` elements of weight type `ty`.
+pub(crate) fn random_weights(rng: &mut Rng, ty: GgmlType, k: usize) -> Vec<u8> {
+    match ty {
+        GgmlType::F32 => (0..k).flat_map(|_| rng.f32().to_le_bytes()).collect(),
+        GgmlType::F16 => (0..k)
+            .flat_map(|_| f16::from_f32(rng.f32()).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => (0..k)
+            .flat_map(|_| bf16::from_f32(rng.f32()).to_le_bytes())
+            .collect(),
+        _ => {
+            let bytes = ty.row_bytes(k as u64).unwrap() as usize;
+            let tb = ty.type_size() as usize;
+            let mut w: Vec<u8> = (0..bytes).map(|_| rng.next_u64() as u8).collect();
+            for b in w.chunks_exact_mut(tb) {
+                if ty == GgmlType::Q8_0 {
+                    // ggml's Q8_0 quantizer never writes -128 (|q| ≤ 127).
+                    for q in &mut b[2..] {
+                        if *q == 0x80 {
+                            *q = 0x81;
+                        }
+                    }
+                }
+                for &at in f16_fields(ty) {
+                    let v = f16::from_f32(rng.f32() * 0.05);
+                    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            w
+        }
+    }
+}
+
+/// A random activation row: mostly small values with a few outliers, like real hidden states.
+pub(crate) fn random_acts(rng: &mut Rng, k: usize) -> Vec<f32> {
+    (0..k)
+        .map(|i| {
+            let v = rng.f32();
+            if i % 37 == 5 {
+                v * 8.0
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn quantized(act: ActType, x: &[f32]) -> Vec<u8> {
+    let mut out = vec![0u8; act.row_bytes(x.len()).unwrap()];
+    quantize_row(act, x, &mut out);
+    out
+}
+
+/// Sizes to test: 1, 2, 3 and 5 blocks, plus odd lengths for the float types.
+fn sizes(ty: GgmlType) -> Vec<usize> {
+    let b = ty.block_size() as usize;
+    if b == 1 {
+        vec![1, 7, 8, 9, 31, 64, 100, 577]
+    } else {
+        vec![b, 2 * b, 3 * b, 5 * b]
+    }
+}
+
+/// Σ over blocks of |block dot|: the magnitude a summation-order difference scales with.
+pub(crate) fn magnitude(k: &Kernel, w: &[u8], a: &[u8]) -> f32 {
+    let wb = k.w_bytes;
+    let ab = k.act.row_bytes(k.w_block).unwrap();
+    w.chunks_exact(wb)
+        .zip(a.chunks_exact(ab))
+        .map(|(w, a)| k.dot(w, a).abs())
+        .sum()
+}
+
+#[test]
+fn every_simd_kernel_matches_scalar() {
+    let mut rng = Rng::new(1);
+    let mut checked = 0;
+    for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+        if !isa.supported() {
+            eprintln!("{isa:?} not supported on this CPU; not tested here");
+            continue;
+        }
+        for &ty in SUPPORTED {
+            let simd = kernel_for(ty, isa).unwrap_or_else(|| panic!("no {isa:?} kernel for {ty}"));
+            let sc = kernel_for(ty, Isa::Scalar).unwrap();
+            for k in sizes(ty) {
+                let w = random_weights(&mut rng, ty, k);
+                let acts: Vec<Vec<u8>> = (0..TILE)
+                    .map(|_| quantized(sc.act, &random_acts(&mut rng, k)))
+                    .collect();
+                let tile = simd.dot_tile(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
+                for (r, a) in acts.iter().enumerate() {
+                    let want = sc.dot(&w, a);
+                    let tol = 1e-5 * magnitude(&sc, &w, a) + 1e-6;
+                    let got = simd.dot(&w, a);
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{ty} {isa:?} k={k}: {got} vs scalar {want} (tol {tol})"
+                    );
+                    assert!(
+                        (tile[r] - want).abs() <= tol,
+                        "{ty} {isa:?} k={k} tile row {r}: {} vs scalar {want}",
+                        tile[r]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{checked} SIMD dot products checked");
+}
+
+#[test]
+fn scalar_kernels_match_dequantized_products() {
+    let mut rng = Rng::new(2);
+    for &ty in SUPPORTED {
+        let sc = kernel_for(ty, Isa::Scalar).unwrap();
+        for k in sizes(ty) {
+            let w = random_weights(&mut rng, ty, k);
+            let mut wf = vec![0f32; k];
+            crate::dequantize(ty, &w, &mut wf).unwrap();
+            let a = quantized(sc.act, &random_acts(&mut rng, k));
+            let mut af = vec![0f32; k];
+            act::dequantize_row(sc.act, &a, &mut af);
+            let want: f64 = wf
+                .iter()
+                .zip(&af)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum();
+            let mag: f64 = wf
+                .iter()
+                .zip(&af)
+                .map(|(x, y)| f64::from((x * y).abs()))
+                .sum();
+            let got = f64::from(sc.dot(&w, &a));
+            // f32 rounding of the scales and per-block sums: a few ulps of the magnitude.
+            let mut tol = 2e-6 * mag + 1e-6;
+            if sc.act == ActType::Q8_1 {
+                // Q8_1 carries `s = d·Σq` rounded to f16, and the kernel uses it for the
+                // weights' minimum term, as ggml does: allow its rounding (2^-11 relative).
+                let f = |b: &[u8]| f64::from(f16::from_le_bytes([b[2], b[3]]).to_f32().abs());
+                let wb = ty.type_size() as usize;
+                tol += w
+                    .chunks_exact(wb)
+                    .zip(a.chunks_exact(36))
+                    .map(|(w, a)| f(w) * f(a) / 2048.0)
+                    .sum::<f64>();
+            }
+            assert!(
+                (got - want).abs() <= tol,
+                "{ty} k={k}: {got} vs {want} (tol {tol})"
+            );
+        }
+    }
+}
+
+#[test]
+fn mismatched_rows_are_refused() {
+    let k = kernel_for(GgmlType::Q4_0, Isa::Scalar).unwrap();
+    let w = vec![0u8; 2 * 18];
+    let a = vec![0u8; 34];
+    let r = std::panic::catch_unwind(|| k.dot(&w, &a));
+    assert!(r.is_err());
+}
+
+#[test]
+fn best_kernel_exists_for_every_supported_type() {
+    for &ty in SUPPORTED {
+        let k = kernel(ty).unwrap();
+        assert_eq!(k.ty, ty);
+        assert!(k.isa <= Isa::best());
+    }
+    assert!(kernel(GgmlType::IQ2_XXS).is_none());
+}
