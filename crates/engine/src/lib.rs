@@ -1,23 +1,21 @@
 //! # ferrite-engine: from GGUF weights to tokens and text
 //!
 //! Model configs and the generic decoder ([`models`]), the [`kv_cache`], [`sampling`],
-//! tokenizers and chat templates, and the library API in [`session`]: load a [`Model`] once,
-//! open any number of independent [`Session`]s on it.
+//! [`tokenizer`]s and [`chat`] templates, the library API in [`session`]: load a [`Model`]
+//! once, open any number of independent [`Session`]s on it, and [`batch`] for decoding many
+//! sequences in one forward pass.
 
 pub mod batch;
+pub mod chat;
 pub mod error;
 pub mod kv_cache;
 pub mod models;
 pub mod ops;
 pub mod sampling;
 pub mod session;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};
 pub use kv_cache::KvType;
 pub use session::{LoadOptions, Model, Session, SessionOptions};
-//! Model configs and the generic decoder (`models`), KV cache, sampling, tokenizers and chat
-//! templates.
-
-pub mod chat;
-pub mod tokenizer;
