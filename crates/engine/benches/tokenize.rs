@@ -36,3 +36,4 @@ criterion_group! {
     targets = bench
 }
 criterion_main!(benches);
+fn main() {}
