@@ -36,4 +36,3 @@ criterion_group! {
     targets = bench
 }
 criterion_main!(benches);
-fn main() {}
