@@ -18,7 +18,10 @@ fn templates_render_exactly_as_jinja2() {
     let smollm2 = ChatTemplate::from_metadata(f.metadata(), None).unwrap();
     assert_eq!(smollm2.origin, "metadata");
     // The committed expectation was rendered from this very template text.
-    assert_eq!(smollm2.source(), data["templates"]["smollm2"].as_str().unwrap());
+    assert_eq!(
+        smollm2.source(),
+        data["templates"]["smollm2"].as_str().unwrap()
+    );
     let mut failures = Vec::new();
     let cases = data["cases"].as_array().unwrap();
     for case in cases {
@@ -54,8 +57,14 @@ fn gemma3_falls_back_to_the_builtin_gemma_template() {
     assert!(md.get("tokenizer.chat_template").is_none());
     let t = ChatTemplate::from_metadata(md, None).unwrap();
     assert_eq!(t.origin, "builtin:gemma");
-    assert_eq!((t.bos_token.as_str(), t.eos_token.as_str()), ("<bos>", "<eos>"));
-    let msgs = [Message::new("system", "Be brief."), Message::new("user", "Hi")];
+    assert_eq!(
+        (t.bos_token.as_str(), t.eos_token.as_str()),
+        ("<bos>", "<eos>")
+    );
+    let msgs = [
+        Message::new("system", "Be brief."),
+        Message::new("user", "Hi"),
+    ];
     let s = t.render(&msgs, true, Value::Null).unwrap();
     assert_eq!(
         s,

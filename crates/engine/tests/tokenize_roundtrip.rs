@@ -49,8 +49,12 @@ const CORPUS: &[&str] = &[
 
 #[test]
 fn smollm2_matches_hf_tokenizers() {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/smollm2_hf_tokenizers.json");
-    let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/smollm2_hf_tokenizers.json"
+    );
+    let data: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let mut failures = Vec::new();
     let cases = data["cases"].as_array().unwrap();
     for c in cases {
@@ -67,19 +71,28 @@ fn smollm2_matches_hf_tokenizers() {
         }
     }
     assert!(cases.len() >= 28);
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn round_trip(tok: &Tokenizer, s: &str) -> Result<(), String> {
     for parse_special in [false, true] {
-        let ids = tok.encode(s, true, parse_special).map_err(|e| e.to_string())?;
+        let ids = tok
+            .encode(s, true, parse_special)
+            .map_err(|e| e.to_string())?;
         let body = match (tok.add_bos(), ids.first()) {
             (true, Some(&b)) if Some(b) == tok.bos() => &ids[1..],
             _ => &ids[..],
         };
         let back = tok.decode(body);
         if back != s {
-            return Err(format!("parse_special={parse_special}: {s:?} -> {ids:?} -> {back:?}"));
+            return Err(format!(
+                "parse_special={parse_special}: {s:?} -> {ids:?} -> {back:?}"
+            ));
         }
         let mut sd = StreamDecoder::new(tok);
         let mut streamed: String = body.iter().map(|&i| sd.push(i)).collect();
@@ -107,7 +120,9 @@ fn corpus_round_trips() {
 #[test]
 fn skip_special_hides_control_tokens() {
     let t = smollm2();
-    let ids = t.encode("<|im_start|>user\nHi<|im_end|>", false, true).unwrap();
+    let ids = t
+        .encode("<|im_start|>user\nHi<|im_end|>", false, true)
+        .unwrap();
     assert_eq!(ids.len(), 5);
     assert_eq!(t.decode(&ids), "<|im_start|>user\nHi<|im_end|>");
     assert_eq!(t.decode_with(&ids, true), "user\nHi");

@@ -190,10 +190,7 @@ impl ChatTemplate {
         // of a message must print `role` before `content`.
         let msgs = serde_json::to_value(messages).expect("messages serialize");
         ctx.insert("messages".into(), msgs);
-        ctx.insert(
-            "add_generation_prompt".into(),
-            add_generation_prompt.into(),
-        );
+        ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
         ctx.entry("bos_token")
             .or_insert_with(|| self.bos_token.clone().into());
         ctx.entry("eos_token")

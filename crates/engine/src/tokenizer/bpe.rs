@@ -86,9 +86,7 @@ impl Bpe {
         map.reserve(merges.len());
         for (rank, m) in merges.iter().enumerate() {
             let bad = |why: &str| {
-                TokenizerError::Invalid(format!(
-                    "tokenizer.ggml.merges[{rank}] = {m:?}: {why}"
-                ))
+                TokenizerError::Invalid(format!("tokenizer.ggml.merges[{rank}] = {m:?}: {why}"))
             };
             // Split at the first space after the first character (a token may start with one).
             let split = m
@@ -127,7 +125,11 @@ impl Bpe {
         // Short words (nearly all): repeated scans of a small id vector beat a heap.
         let syms = scratch;
         syms.clear();
-        syms.extend(bytes.iter().map(|&b| self.byte_tok[b as usize].unwrap_or(u32::MAX)));
+        syms.extend(
+            bytes
+                .iter()
+                .map(|&b| self.byte_tok[b as usize].unwrap_or(u32::MAX)),
+        );
         loop {
             let mut best: Option<(u32, usize, u32)> = None;
             for i in 0..syms.len().saturating_sub(1) {

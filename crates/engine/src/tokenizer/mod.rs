@@ -202,7 +202,13 @@ const FIM_TEXTS: &[&[&str]] = &[
         "▁<MID>",
     ],
     &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>"],
-    &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+    &[
+        "<|fim_repo|>",
+        "<|repo_name|>",
+        "<fim-repo>",
+        "<REPO>",
+        "<reponame>",
+    ],
     &["<|file_sep|>"],
 ];
 
@@ -253,7 +259,13 @@ impl Tokenizer {
         let tokens: Vec<String> = tokens
             .into_iter()
             .enumerate()
-            .map(|(i, t)| if t.is_empty() { format!("[EMPTY_{i}]") } else { t })
+            .map(|(i, t)| {
+                if t.is_empty() {
+                    format!("[EMPTY_{i}]")
+                } else {
+                    t
+                }
+            })
             .collect();
 
         let scores: Vec<f32> = match md.get("tokenizer.ggml.scores") {
@@ -296,11 +308,9 @@ impl Tokenizer {
                             4 => attr::USER_DEFINED,
                             5 => attr::UNUSED,
                             6 => attr::BYTE,
-                            _ => {
-                                return Err(TokenizerError::Invalid(format!(
-                                    "tokenizer.ggml.token_type[{i}] = {ty} is not a token type (0..=6)"
-                                )))
-                            }
+                            _ => return Err(TokenizerError::Invalid(format!(
+                                "tokenizer.ggml.token_type[{i}] = {ty} is not a token type (0..=6)"
+                            ))),
                         })
                     })
                     .collect::<Result<_, _>>()?
@@ -361,7 +371,15 @@ impl Tokenizer {
                 let b = bpe::Bpe::new(&pre_name, merges, &lookup)?;
                 let f = b.flags;
                 let bos = if f.no_bos { None } else { Some(11) };
-                (Model::Bpe(b), f.add_bos, false, f.clean_spaces, bos, Some(11), None)
+                (
+                    Model::Bpe(b),
+                    f.add_bos,
+                    false,
+                    f.clean_spaces,
+                    bos,
+                    Some(11),
+                    None,
+                )
             } else {
                 let mut byte_tok = [None; 256];
                 for (b, slot) in byte_tok.iter_mut().enumerate() {
@@ -535,7 +553,9 @@ impl Tokenizer {
                     for c in t.chars() {
                         match bpe::char_byte(c) {
                             Some(b) => piece_bytes.push(b),
-                            None => piece_bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                            None => {
+                                piece_bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes())
+                            }
                         }
                     }
                 } else {
@@ -641,7 +661,10 @@ impl Tokenizer {
 
     fn piece(&self, id: u32) -> &[u8] {
         let i = id as usize;
-        match (self.inner.piece_offs.get(i), self.inner.piece_offs.get(i + 1)) {
+        match (
+            self.inner.piece_offs.get(i),
+            self.inner.piece_offs.get(i + 1),
+        ) {
             (Some(&s), Some(&e)) => &self.inner.piece_bytes[s as usize..e as usize],
             _ => &[],
         }

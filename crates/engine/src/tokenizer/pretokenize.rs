@@ -76,7 +76,9 @@ enum Rule {
     /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
     Gpt2,
     /// Llama 3's pattern; `max_digits` 3 (Llama 3) or 1 (Qwen 2, StableLM 2).
-    Llama3 { max_digits: usize },
+    Llama3 {
+        max_digits: usize,
+    },
     /// `\p{N}`: every digit alone.
     EachDigit,
     Regex(Box<fancy_regex::Regex>),
@@ -98,8 +100,7 @@ pub struct PreFlags {
 }
 
 #[cfg(test)]
-const GPT2_RE: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 impl PreTokenizer {
     /// The pre-tokenizer named by `tokenizer.ggml.pre`. Unknown names are an error, never a
@@ -138,7 +139,9 @@ impl PreTokenizer {
                 // that no Unicode normalisation of this source file can change the ranges.
                 vec![
                     re(r"[\r\n]")?,
-                    re(r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝ\x{1F5F}-\x{1F7D}ᾀ-ᾴᾶ-ᾼ\x{1FBE}ῂ-ῄῆ-ῌ\x{1FD0}-\x{1FD3}\x{1FD6}-\x{1FDB}ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\x{2126}ℨ\x{212A}-\x{212D}ℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+")?,
+                    re(
+                        r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝ\x{1F5F}-\x{1F7D}ᾀ-ᾴᾶ-ᾼ\x{1FBE}ῂ-ῄῆ-ῌ\x{1FD0}-\x{1FD3}\x{1FD6}-\x{1FDB}ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\x{2126}ℨ\x{212A}-\x{212D}ℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
+                    )?,
                     re(r"\s?[!-/:-~！-／：-～‘-‟　-。]+")?,
                     re(r"\s+$")?,
                     re(r"[一-龥ࠀ-一가-퟿]+")?,
@@ -383,8 +386,7 @@ fn split_llama3(
             continue;
         }
         // [^\r\n\p{L}\p{N}]?\p{L}+
-        if f0 == LETTER
-            || (c0 != '\r' && c0 != '\n' && f0 != NUMBER && cls(cs, pos + 1) == LETTER)
+        if f0 == LETTER || (c0 != '\r' && c0 != '\n' && f0 != NUMBER && cls(cs, pos + 1) == LETTER)
         {
             pos += 1;
             while pos < n && cs[pos].2 == LETTER {
@@ -489,7 +491,9 @@ mod tests {
     #[test]
     fn hand_written_rules_match_regex() {
         let gpt2_re = PreTokenizer {
-            rules: vec![Rule::Regex(Box::new(fancy_regex::Regex::new(GPT2_RE).unwrap()))],
+            rules: vec![Rule::Regex(Box::new(
+                fancy_regex::Regex::new(GPT2_RE).unwrap(),
+            ))],
         };
         let l3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
         let l3_re = PreTokenizer {

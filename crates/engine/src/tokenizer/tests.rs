@@ -78,7 +78,10 @@ fn malformed_vocabularies_are_load_errors() {
         "tokenizer.ggml.scores",
         strs(&["not", "floats"]),
     ));
-    assert!(e.contains("tokenizer.ggml.scores") && e.contains("expected [f32]"), "{e}");
+    assert!(
+        e.contains("tokenizer.ggml.scores") && e.contains("expected [f32]"),
+        "{e}"
+    );
 
     let e = err(with(
         tiny_bpe(),
@@ -87,31 +90,66 @@ fn malformed_vocabularies_are_load_errors() {
     ));
     assert!(e.contains("scores has 3 entries"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.eos_token_id", Value::U32(100_000)));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.eos_token_id",
+        Value::U32(100_000),
+    ));
     assert!(e.contains("eos_token_id = 100000 is out of range"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.bos_token_id", Value::I32(-7)));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.bos_token_id",
+        Value::I32(-7),
+    ));
     assert!(e.contains("bos_token_id"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.merges", strs(&["h e", "zz q"])));
-    assert!(e.contains("merges[1]") && e.contains("\"zz\" is not in the vocabulary"), "{e}");
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.merges",
+        strs(&["h e", "zz q"]),
+    ));
+    assert!(
+        e.contains("merges[1]") && e.contains("\"zz\" is not in the vocabulary"),
+        "{e}"
+    );
 
     let e = err(with(tiny_bpe(), "tokenizer.ggml.merges", strs(&["e h"])));
     assert!(e.contains("merged \"eh\" is not in the vocabulary"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.merges", strs(&["nospace"])));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.merges",
+        strs(&["nospace"]),
+    ));
     assert!(e.contains("merges[0]"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.pre", Value::String("mystery".into())));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.pre",
+        Value::String("mystery".into()),
+    ));
     assert!(e.contains("'mystery'"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.model", Value::String("bert".into())));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.model",
+        Value::String("bert".into()),
+    ));
     assert_eq!(e, "tokenizer model 'bert' is not supported yet");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.model", Value::String("zzz".into())));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.model",
+        Value::String("zzz".into()),
+    ));
     assert!(e.contains("'zzz'"), "{e}");
 
-    let e = err(with(tiny_bpe(), "tokenizer.ggml.token_type", Value::Array(Array::I32(vec![1; 5]))));
+    let e = err(with(
+        tiny_bpe(),
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![1; 5])),
+    ));
     assert!(e.contains("token_type has 5 entries"), "{e}");
 
     let mut base = tiny_bpe();
@@ -122,9 +160,18 @@ fn malformed_vocabularies_are_load_errors() {
     let spm = |byte_tok: &str| {
         md(vec![
             ("tokenizer.ggml.model", Value::String("llama".into())),
-            ("tokenizer.ggml.tokens", strs(&["<unk>", "<s>", "</s>", byte_tok, "▁a"])),
-            ("tokenizer.ggml.scores", Value::Array(Array::F32(vec![0.0; 5]))),
-            ("tokenizer.ggml.token_type", Value::Array(Array::I32(vec![2, 3, 3, 6, 1]))),
+            (
+                "tokenizer.ggml.tokens",
+                strs(&["<unk>", "<s>", "</s>", byte_tok, "▁a"]),
+            ),
+            (
+                "tokenizer.ggml.scores",
+                Value::Array(Array::F32(vec![0.0; 5])),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(Array::I32(vec![2, 3, 3, 6, 1])),
+            ),
         ])
     };
     let e = err(spm("<0x-1>"));
@@ -188,7 +235,10 @@ fn stream_decoder_replaces_broken_sequences() {
     let m = md(vec![
         ("tokenizer.ggml.model", Value::String("llama".into())),
         ("tokenizer.ggml.tokens", Value::Array(Array::String(toks))),
-        ("tokenizer.ggml.scores", Value::Array(Array::F32(vec![0.0; n]))),
+        (
+            "tokenizer.ggml.scores",
+            Value::Array(Array::F32(vec![0.0; n])),
+        ),
         ("tokenizer.ggml.token_type", Value::Array(Array::I32(types))),
     ]);
     let t = Tokenizer::from_metadata(&m).unwrap();
