@@ -122,7 +122,10 @@ impl SamplingOpts {
             ("--min-p", self.min_p),
             ("--typical", self.typical_p),
         ] {
-            anyhow::ensure!((0.0..=1.0).contains(&v), "{name} must be in [0, 1], got {v}");
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&v),
+                "{name} must be in [0, 1], got {v}"
+            );
         }
         anyhow::ensure!(
             self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0,

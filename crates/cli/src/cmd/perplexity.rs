@@ -38,7 +38,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(&text);
     let (model, _) = args.model_opts.load(&args.model)?;
     let n_ctx = args.model_opts.ctx_size.unwrap_or(512);
-    anyhow::ensure!(n_ctx >= 4, "--ctx-size must be at least 4 for perplexity, got {n_ctx}");
+    anyhow::ensure!(
+        n_ctx >= 4,
+        "--ctx-size must be at least 4 for perplexity, got {n_ctx}"
+    );
     let tok = model.tokenizer()?;
     let t0 = std::time::Instant::now();
     let tokens = tok.encode(&text, true, false)?;

@@ -308,9 +308,11 @@ impl Tokenizer {
                             4 => attr::USER_DEFINED,
                             5 => attr::UNUSED,
                             6 => attr::BYTE,
-                            _ => return Err(TokenizerError::Invalid(format!(
+                            _ => {
+                                return Err(TokenizerError::Invalid(format!(
                                 "tokenizer.ggml.token_type[{i}] = {ty} is not a token type (0..=6)"
-                            ))),
+                            )))
+                            }
                         })
                     })
                     .collect::<Result<_, _>>()?
