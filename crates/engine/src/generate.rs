@@ -174,6 +174,9 @@ impl Completion {
     }
 }
 
+/// A token with its log-probability and the best alternatives.
+type Scored = (u32, f32, Vec<(u32, f32)>);
+
 /// A running generation: an iterator of tokens. The session holds the prompt and every
 /// generated token but the last (nothing needs its logits; evaluate it yourself to continue
 /// from it).
@@ -187,7 +190,7 @@ pub struct Generation<'s> {
     /// Sampled, not yet evaluated.
     pending: Option<u32>,
     /// Beam search's result: (id, logprob, top) in order, handed out one per `next`.
-    beam_queue: Option<std::collections::VecDeque<(u32, f32, Vec<(u32, f32)>)>>,
+    beam_queue: Option<std::collections::VecDeque<Scored>>,
     generated: Vec<u32>,
     /// Every piece decoded so far (up to a stop string) and how much of it was released.
     text: String,
