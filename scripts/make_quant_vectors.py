@@ -6,13 +6,19 @@ version pinned in scripts/requirements.txt). Where that package has no dequantiz
 expected values come from an independent numpy rendering of the format definition written
 here (see INDEPENDENT below), never from ferrite's Rust code.
 
+Types the package's enum does not list at all (EXTRA below: Q2_0, an extra type of the llama.cpp
+build that made ../shared/reference/tiny) get vectors from their independent decoder too. Files
+GGUFReader refuses because they name such a type are read with the minimal header parser here
+(read_gguf_tensors); it is checked against GGUFReader on a file both can read.
+
 Writes, under crates/quant/tests/data/:
   vectors/<TYPE>.bin      b"FQV1", u32 type id, u32 n_blocks, the raw blocks, then the
                           expected f32 values (little-endian), for every type ferrite knows.
   vectors/manifest.json   per type: file, block count, which reference produced it; plus the
                           sha256 of the F16 and BF16 decodings of all 65536 bit patterns.
   tiny_models.json        per file of ../shared/reference/tiny and per tensor: sha256 of the
-                          little-endian f32 bytes of the package's dequantization.
+                          little-endian f32 bytes of the reference dequantization, and which
+                          reader parsed the file.
   real_models.json        the same for the two real models (all tensors).
 
 Usage: python3 scripts/make_quant_vectors.py [--skip-models]
@@ -25,6 +31,7 @@ import json
 import os
 import struct
 import sys
+from enum import IntEnum
 from importlib.metadata import version
 from pathlib import Path
 
@@ -37,10 +44,33 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "crates/quant/tests/data"
 GGUF_VERSION = version("gguf")
 
+
+
+class EXTRA(IntEnum):
+    """ggml types gguf-py's GGMLQuantizationType lacks; members behave like its members (an
+    int id and a .name), so the rest of the script treats both alike."""
+    Q2_0 = 42  # f16 d, u8 qs[16]: 64 two-bit codes q, value (q - 1) * d
+
+
+ALL_TYPES = [*Q, *EXTRA]
+
+
+def type_by_id(type_id: int):
+    try:
+        return Q(type_id)
+    except ValueError:
+        return EXTRA(type_id)
+
+
+def type_by_name(name: str):
+    return Q[name] if name in Q.__members__ else EXTRA[name]
+
+
 # ggml's C block sizes (the file-format authority). The package lists Q8_1 as 40 bytes; the C
 # struct (two f16 + 32 int8) is 36, and that is what files hold.
 SIZES = {t: gguf.GGML_QUANT_SIZES[t] for t in Q}
 SIZES[Q.Q8_1] = (32, 36)
+SIZES[EXTRA.Q2_0] = (64, 18)
 
 F16_SPECIALS = [
     0x0000, 0x8000,  # +0, -0
@@ -62,7 +92,7 @@ UE4M3_SPECIALS = [0x00, 0x01, 0x07, 0x08, 0x38, 0x7E, 0x7F, 0x80, 0xFF]
 SCALES = {
     Q.Q4_0: [(0, "f16")], Q.Q4_1: [(0, "f16"), (2, "f16")], Q.Q5_0: [(0, "f16")],
     Q.Q5_1: [(0, "f16"), (2, "f16")], Q.Q8_0: [(0, "f16")], Q.Q8_1: [(0, "f16"), (2, "f16")],
-    Q.Q1_0: [(0, "f16")],
+    Q.Q1_0: [(0, "f16")], EXTRA.Q2_0: [(0, "f16")],
     Q.Q2_K: [(80, "f16"), (82, "f16")], Q.Q3_K: [(108, "f16")], Q.Q4_K: [(0, "f16"), (2, "f16")],
     Q.Q5_K: [(0, "f16"), (2, "f16")], Q.Q6_K: [(208, "f16")], Q.Q8_K: [(0, "f32")],
     Q.IQ2_XXS: [(0, "f16")], Q.IQ2_XS: [(0, "f16")], Q.IQ2_S: [(0, "f16")],
@@ -176,7 +206,7 @@ def sweep_blocks(qt: Q, rng: np.random.Generator) -> list[np.ndarray]:
     return out
 
 
-def make_blocks(qt: Q) -> np.ndarray:
+def make_blocks(qt) -> np.ndarray:
     bs, ts = SIZES[qt]
     rng = np.random.default_rng(1000 + int(qt))
     blocks: list[np.ndarray] = []
@@ -252,6 +282,8 @@ INDEPENDENT = {
     Q.Q8_1: "independent numpy (this script): f16 d * int8 q per element; the f16 s is unused",
     Q.Q8_K: "independent numpy (this script): f32 d * int8 q per element; bsums unused",
     Q.Q1_0: "independent numpy (this script): bit j (LSB first) of qs ? d : -d (ggml dequantize_row_q1_0)",
+    EXTRA.Q2_0: "independent numpy (this script): q = bits 2*(j%4).. of qs[j/4], value (q - 1) * d "
+                "(not in gguf-py's type enum)",
     Q.F64: "numpy astype(float32) of the float64 values (gguf has no dequantizer for it)",
     Q.I8: "numpy astype(float32) of the int8 values (gguf has no dequantizer for it)",
     Q.I16: "numpy astype(float32) of the int16 values (gguf has no dequantizer for it)",
@@ -261,7 +293,7 @@ INDEPENDENT = {
 VALUE_DTYPES = {Q.F64: np.float64, Q.I8: np.int8, Q.I16: np.int16, Q.I32: np.int32, Q.I64: np.int64}
 
 
-def reference(qt: Q, raw: np.ndarray) -> np.ndarray:
+def reference(qt, raw: np.ndarray) -> np.ndarray:
     """Expected f32 values (flat) for `raw`, a uint8 array of whole blocks."""
     raw = np.ascontiguousarray(raw, dtype=np.uint8)
     with np.errstate(all="ignore"):
@@ -280,11 +312,17 @@ def reference(qt: Q, raw: np.ndarray) -> np.ndarray:
             d = b[:, 0:2].copy().view(np.float16).astype(np.float32)
             bits = np.unpackbits(b[:, 2:], axis=-1, bitorder="little").astype(bool)
             return np.where(bits, d, -d).astype(np.float32).ravel()
+        if qt == EXTRA.Q2_0:
+            b = raw.reshape(-1, 18)
+            d = b[:, 0:2].copy().view(np.float16).astype(np.float32)
+            shifts = np.array([0, 2, 4, 6], np.uint8)
+            codes = ((b[:, 2:, None] >> shifts) & 3).reshape(-1, 64)  # element 4*i + k
+            return ((codes.astype(np.float32) - np.float32(1)) * d).astype(np.float32).ravel()
         bs, ts = SIZES[qt]
         return gguf.quants.dequantize(raw.reshape(-1, ts), qt).astype(np.float32, copy=False).ravel()
 
 
-def reference_name(qt: Q) -> str:
+def reference_name(qt) -> str:
     return INDEPENDENT.get(qt, f"gguf {GGUF_VERSION} gguf.quants.dequantize")
 
 
@@ -295,7 +333,7 @@ def write_vectors() -> None:
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"generator": "scripts/make_quant_vectors.py", "gguf": GGUF_VERSION,
                 "numpy": np.__version__, "types": {}}
-    for qt in Q:
+    for qt in ALL_TYPES:
         blocks = make_blocks(qt)
         expected = reference(qt, blocks)
         bs, ts = SIZES[qt]
@@ -316,15 +354,103 @@ def write_vectors() -> None:
     print(f"wrote {len(manifest['types'])} vector files to {out}")
 
 
+# ---- reading GGUF files -----------------------------------------------------------------------
+
+class MiniTensor:
+    """What hash_model needs of a tensor: the fields GGUFReader's ReaderTensor offers."""
+
+    def __init__(self, name: str, tensor_type: int, shape: list[int], n_elements: int,
+                 data: np.ndarray):
+        self.name, self.tensor_type, self.shape = name, tensor_type, shape
+        self.n_elements, self.data = n_elements, data
+
+
+def read_gguf_tensors(path: Path) -> list[MiniTensor]:
+    """Minimal GGUF (v2/v3, little-endian) parser: skips the metadata except
+    general.alignment and returns every tensor's name, type id, dims and raw bytes. Only for
+    files GGUFReader refuses (a type id its enum lacks)."""
+    buf = np.memmap(path, dtype=np.uint8, mode="r")
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        vals = struct.unpack_from("<" + fmt, buf, pos)
+        pos += struct.calcsize("<" + fmt)
+        return vals[0] if len(vals) == 1 else vals
+
+    def string() -> str:
+        nonlocal pos
+        n = take("Q")
+        s = bytes(buf[pos:pos + n]).decode("utf-8")
+        pos += n
+        return s
+
+    scalar = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+    def value(vtype: int):
+        if vtype in scalar:
+            return take(scalar[vtype])
+        if vtype == 8:
+            return string()
+        if vtype == 9:
+            etype, n = take("IQ")
+            return [value(etype) for _ in range(n)]
+        raise ValueError(f"{path}: unknown metadata value type {vtype} at byte {pos}")
+
+    magic, ver = take("4sI")
+    if magic != b"GGUF" or ver not in (2, 3):
+        raise ValueError(f"{path}: not a little-endian GGUF v2/v3 file ({magic!r}, version {ver})")
+    n_tensors, n_kv = take("QQ")
+    alignment = 32
+    for _ in range(n_kv):
+        key = string()
+        val = value(take("I"))
+        if key == "general.alignment":
+            alignment = int(val)
+    infos = []
+    for _ in range(n_tensors):
+        name = string()
+        dims = [take("Q") for _ in range(take("I"))]
+        infos.append((name, take("I"), dims, take("Q")))
+    data_start = -(-pos // alignment) * alignment
+    tensors = []
+    for name, type_id, dims, offset in infos:
+        n = int(np.prod(dims, dtype=np.uint64))
+        bs, ts = SIZES[type_by_id(type_id)]
+        assert n % bs == 0, f"{path}: {name}: {n} elements is not whole blocks of {bs}"
+        at = data_start + offset
+        nbytes = n // bs * ts
+        assert at + nbytes <= buf.size, f"{path}: {name}: data runs past the end of the file"
+        tensors.append(MiniTensor(name, type_id, dims, n, buf[at:at + nbytes]))
+    return tensors
+
+
+def check_parser_against_gguf_reader(path: Path) -> None:
+    """read_gguf_tensors must see what GGUFReader sees in a file both can read."""
+    mine = read_gguf_tensors(path)
+    theirs = GGUFReader(path).tensors
+    assert [t.name for t in mine] == [t.name for t in theirs], path
+    for a, b in zip(mine, theirs):
+        assert a.tensor_type == int(b.tensor_type), (path, a.name)
+        assert a.shape == [int(x) for x in b.shape], (path, a.name)
+        assert a.n_elements == int(b.n_elements), (path, a.name)
+        assert np.array_equal(a.data, np.asarray(b.data).view(np.uint8).ravel()), (path, a.name)
+
+
+# ---- outputs: model hashes ---------------------------------------------------------------------
+
 def hash_model(path: Path) -> dict:
     """Per tensor: type, element count, sha256 of the reference f32 bytes, first values."""
+    extra = {}
     try:
-        reader = GGUFReader(path)
+        tensors_in = GGUFReader(path).tensors
     except ValueError as e:  # e.g. a type id this package does not know
-        return {"unreadable": f"gguf {GGUF_VERSION} cannot read it: {e}"}
+        tensors_in = read_gguf_tensors(path)
+        extra["reader"] = (f"read_gguf_tensors (this script), as gguf {GGUF_VERSION} GGUFReader "
+                           f"refuses the file: {e}")
     tensors = {}
-    for t in reader.tensors:
-        qt = Q(t.tensor_type)
+    for t in tensors_in:
+        qt = type_by_id(int(t.tensor_type))
         vals = reference(qt, np.asarray(t.data).view(np.uint8))
         assert vals.size == int(t.n_elements), t.name
         le = vals.astype("<f4")
@@ -334,7 +460,9 @@ def hash_model(path: Path) -> dict:
             "first_bits": [f"{int(x):08x}" for x in le[:4].view(np.uint32)],
         }
     types = sorted({v["type"] for v in tensors.values()})
-    return {"references": {name: reference_name(Q[name]) for name in types}, "tensors": tensors}
+    return {**extra,
+            "references": {name: reference_name(type_by_name(name)) for name in types},
+            "tensors": tensors}
 
 
 def file_sha256(path: Path) -> str:
@@ -347,11 +475,14 @@ def file_sha256(path: Path) -> str:
 
 def write_model_hashes() -> None:
     ref = Path(os.environ.get("FERRITE_REFERENCE", REPO.parent / "shared/reference"))
+    # The fallback parser must agree with GGUFReader where both can read (same layout as the
+    # Q2_0 file: llama-quantize --pure output of the same model).
+    check_parser_against_gguf_reader(ref / "tiny/tiny-llama-Q1_0.gguf")
     tiny = {}
     for p in sorted((ref / "tiny").glob("*.gguf")):
         entry = {"sha256": file_sha256(p), **hash_model(p)}
         tiny[p.name] = entry
-        print(p.name, "unreadable" if "unreadable" in entry else len(entry["tensors"]))
+        print(p.name, len(entry["tensors"]), entry.get("reader", ""))
     (DATA / "tiny_models.json").write_text(json.dumps({"gguf": GGUF_VERSION, "files": tiny}, indent=1) + "\n")
 
     models = Path(os.environ.get("FERRITE_MODELS", REPO / "models"))

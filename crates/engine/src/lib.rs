@@ -1,8 +1,9 @@
 //! # ferrite-engine: from GGUF weights to tokens and text
 //!
 //! Model configs and the generic decoder ([`models`]), the [`kv_cache`], [`sampling`],
-//! tokenizers and chat templates, and the library API in [`session`]: load a [`Model`] once,
-//! open any number of independent [`Session`]s on it.
+//! [`tokenizer`]s and [`chat`] templates, the library API in [`session`]: load a [`Model`]
+//! once, open any number of independent [`Session`]s on it, and [`batch`] for decoding many
+//! sequences in one forward pass.
 
 pub mod batch;
 pub mod chat;

@@ -3,7 +3,9 @@
 //!   merges (`tests/data/smollm2_hf_tokenizers.json`, from `scripts/tokenizers_reference.py`);
 //! - decode(encode(s)) == s on a Unicode corpus and on random strings (proptest), for both
 //!   models; neither model adds a SentencePiece prefix space or cleans up spaces, so the round
-//!   trip is exact once the BOS token (Gemma adds one) is left out;
+//!   trip is exact once the BOS token (Gemma adds one) is left out, except that SentencePiece
+//!   spells a space `▁` (U+2581), so a literal `▁` in the text comes back as a space (as in
+//!   SentencePiece and llama.cpp);
 //! - the streaming decoder yields exactly what `decode` does.
 
 use std::sync::OnceLock;
@@ -89,7 +91,12 @@ fn round_trip(tok: &Tokenizer, s: &str) -> Result<(), String> {
             _ => &ids[..],
         };
         let back = tok.decode(body);
-        if back != s {
+        let want = if tok.model_name() == "llama" {
+            s.replace('\u{2581}', " ")
+        } else {
+            s.to_string()
+        };
+        if back != want {
             return Err(format!(
                 "parse_special={parse_special}: {s:?} -> {ids:?} -> {back:?}"
             ));
@@ -151,5 +158,26 @@ proptest! {
         let s: String = parts.concat();
         prop_assert_eq!(round_trip(smollm2(), &s), Ok(()));
         prop_assert_eq!(round_trip(gemma3(), &s), Ok(()));
+    }
+}
+
+/// Timing probe (not a check): `cargo test --release -- --ignored --nocapture timing`.
+#[test]
+#[ignore]
+fn timing_probe() {
+    let text = std::fs::read_to_string("/usr/share/common-licenses/GPL-3").unwrap();
+    let one_line = text.replace('\n', " ");
+    for (name, tok) in [("smollm2", smollm2()), ("gemma3", gemma3())] {
+        for (label, t, ps) in [
+            ("gpl ps", &text, true),
+            ("gpl nops", &text, false),
+            ("oneline ps", &one_line, true),
+        ] {
+            let t0 = std::time::Instant::now();
+            for _ in 0..10 {
+                tok.encode(t, true, ps).unwrap();
+            }
+            eprintln!("{name} {label}: {:?}", t0.elapsed() / 10);
+        }
     }
 }

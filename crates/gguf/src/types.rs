@@ -45,6 +45,7 @@ pub enum GgmlType {
     MXFP4 = 39,
     NVFP4 = 40,
     Q1_0 = 41,
+    Q2_0 = 42,
 }
 
 /// Block geometry of one type: `block_size` elements are stored in `type_size` bytes.
@@ -102,6 +103,7 @@ pub const TYPES: &[TypeInfo] = &[
     info(GgmlType::MXFP4, "MXFP4", 32, 17),
     info(GgmlType::NVFP4, "NVFP4", 64, 36),
     info(GgmlType::Q1_0, "Q1_0", 128, 18),
+    info(GgmlType::Q2_0, "Q2_0", 64, 18),
 ];
 
 /// Ids llama.cpp assigned once and then removed; files naming them are refused by name.

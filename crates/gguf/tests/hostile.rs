@@ -286,7 +286,7 @@ fn unknown_and_removed_type_ids() {
         (4u32, "Q4_2 (type id 4) was removed from GGUF"),
         (5, "Q4_3 (type id 5) was removed"),
         (31, "Q4_0_4_4 (type id 31) was removed"),
-        (42, "unknown tensor type id 42"),
+        (43, "unknown tensor type id 43"), // the first id past the table
         (1000, "unknown tensor type id 1000"),
         (u32::MAX, "unknown tensor type id 4294967295"),
     ] {

@@ -9,7 +9,6 @@
 //! decoded once per tile while the chunk's rows stay in L1.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferrite_gguf::GgmlType;
 
@@ -93,14 +92,12 @@ fn quantize_acts(
         return;
     }
     let out = SharedMut(buf.as_mut_ptr());
-    pool.run(|t, nt| {
-        for b in (t..n_b).step_by(nt) {
-            // SAFETY: thread t writes only rows b ≡ t (mod nt), which no other thread
-            // touches, and `buf` outlives `run`.
-            let row =
-                unsafe { std::slice::from_raw_parts_mut(out.get().add(b * act_bytes), act_bytes) };
-            kernels::quantize_row(kern.act, &x[b * k..(b + 1) * k], row);
-        }
+    pool.run_chunks(n_b, |b| {
+        // SAFETY: each row index b is handed out once, so no other thread touches this row,
+        // and `buf` (n_b rows of `act_bytes`) outlives the call.
+        let row =
+            unsafe { std::slice::from_raw_parts_mut(out.get().add(b * act_bytes), act_bytes) };
+        kernels::quantize_row(kern.act, &x[b * k..(b + 1) * k], row);
     });
 }
 
@@ -117,41 +114,34 @@ fn run_rows(
     y: &mut [f32],
 ) {
     let n_chunks = n_rows.div_ceil(CHUNK_ROWS);
-    let next = AtomicUsize::new(0);
     let out = SharedMut(y.as_mut_ptr());
     let act = |b: usize| &acts[b * act_bytes..(b + 1) * act_bytes];
-    pool.run(|_, _| {
-        loop {
-            let c = next.fetch_add(1, Ordering::Relaxed);
-            if c >= n_chunks {
-                break;
-            }
-            let (r0, r1) = (c * CHUNK_ROWS, ((c + 1) * CHUNK_ROWS).min(n_rows));
-            let put = |b: usize, r: usize, v: f32| {
-                // SAFETY: rows r0..r1 belong to this chunk alone (the counter hands each
-                // chunk out once), so no other thread writes y[b * n_rows + r]; the index is
-                // in bounds as b < n_b and r < n_rows, and `y` outlives `run`.
-                unsafe { *out.get().add(b * n_rows + r) = v };
-            };
-            let mut b = 0;
-            while b + TILE <= n_b {
-                let a = [act(b), act(b + 1), act(b + 2), act(b + 3)];
-                for r in r0..r1 {
-                    let v = kern.dot_tile(&w[r * row_bytes..(r + 1) * row_bytes], a);
-                    for (i, v) in v.into_iter().enumerate() {
-                        put(b + i, r, v);
-                    }
+    pool.run_chunks(n_chunks, |c| {
+        let (r0, r1) = (c * CHUNK_ROWS, ((c + 1) * CHUNK_ROWS).min(n_rows));
+        let put = |b: usize, r: usize, v: f32| {
+            // SAFETY: rows r0..r1 belong to this chunk alone (the counter hands each
+            // chunk out once), so no other thread writes y[b * n_rows + r]; the index is
+            // in bounds as b < n_b and r < n_rows, and `y` outlives the call.
+            unsafe { *out.get().add(b * n_rows + r) = v };
+        };
+        let mut b = 0;
+        while b + TILE <= n_b {
+            let a = [act(b), act(b + 1), act(b + 2), act(b + 3)];
+            for r in r0..r1 {
+                let v = kern.dot_tile(&w[r * row_bytes..(r + 1) * row_bytes], a);
+                for (i, v) in v.into_iter().enumerate() {
+                    put(b + i, r, v);
                 }
-                b += TILE;
             }
-            for b in b..n_b {
-                for r in r0..r1 {
-                    put(
-                        b,
-                        r,
-                        kern.dot(&w[r * row_bytes..(r + 1) * row_bytes], act(b)),
-                    );
-                }
+            b += TILE;
+        }
+        for b in b..n_b {
+            for r in r0..r1 {
+                put(
+                    b,
+                    r,
+                    kern.dot(&w[r * row_bytes..(r + 1) * row_bytes], act(b)),
+                );
             }
         }
     });

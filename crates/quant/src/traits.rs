@@ -55,6 +55,7 @@ static Q5_1: TypeTraits = row(T::Q5_1, 32, 24, legacy::dequantize_row_q5_1);
 static Q8_0: TypeTraits = row(T::Q8_0, 32, 34, legacy::dequantize_row_q8_0);
 static Q8_1: TypeTraits = row(T::Q8_1, 32, 36, legacy::dequantize_row_q8_1);
 static Q1_0: TypeTraits = row(T::Q1_0, 128, 18, legacy::dequantize_row_q1_0);
+static Q2_0: TypeTraits = row(T::Q2_0, 64, 18, legacy::dequantize_row_q2_0);
 static Q2_K: TypeTraits = row(T::Q2_K, 256, 84, kquants::dequantize_row_q2_k);
 static Q3_K: TypeTraits = row(T::Q3_K, 256, 110, kquants::dequantize_row_q3_k);
 static Q4_K: TypeTraits = row(T::Q4_K, 256, 144, kquants::dequantize_row_q4_k);
@@ -94,6 +95,7 @@ pub fn type_traits(ty: GgmlType) -> &'static TypeTraits {
         T::Q8_0 => &Q8_0,
         T::Q8_1 => &Q8_1,
         T::Q1_0 => &Q1_0,
+        T::Q2_0 => &Q2_0,
         T::Q2_K => &Q2_K,
         T::Q3_K => &Q3_K,
         T::Q4_K => &Q4_K,

@@ -879,6 +879,15 @@ where
     };
     handle.begin_shutdown();
     drop(handle);
-    let _ = tokio::task::spawn_blocking(move || join.join()).await;
+    // A forward pass under way cannot be interrupted; do not let a slow one hold the exit.
+    let joined = tokio::task::spawn_blocking(move || join.join());
+    if tokio::time::timeout(Duration::from_secs(3), joined)
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "ferrite-server: the inference thread is still in a forward pass; exiting without it"
+        );
+    }
     result
 }

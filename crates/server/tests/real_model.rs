@@ -116,7 +116,10 @@ fn ids_of(r: &Resp) -> Vec<u64> {
         .collect()
 }
 
+/// Slow (about a minute on 2 cores); crates/cli/tests/serve_openai.rs checks the same
+/// property through `ferrite serve` in the default suite. Run with `--ignored`.
 #[test]
+#[ignore]
 fn batched_greedy_ids_equal_one_at_a_time_on_smollm2() {
     let model = Model::load(ferrite_testdata::smollm2(), LoadOptions::default()).unwrap();
     let n = 5; // 4 slots + 1 queued: the fifth joins mid-flight when a slot frees

@@ -1,11 +1,214 @@
-//! `ferrite bench` (not implemented yet).
+//! `ferrite bench`: prompt-processing and generation speed, measured like llama.cpp's
+//! `llama-bench` so the two can be compared on the same files and thread counts.
+//!
+//! `ppN`: N prompt tokens evaluated in one call (batches of 512), from an empty context, no
+//! sampling. `tgN`: N tokens evaluated one at a time from an empty context. Each test runs
+//! once to warm up, then `-r` times; tokens are pseudo-random ids (seeded), as in llama-bench.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use ferrite_engine::{LoadOptions, Model, SessionOptions};
+use ferrite_gguf::GgmlType;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// Model files (GGUF); also accepted as `-m MODEL`, repeatable.
+    models: Vec<PathBuf>,
+    #[arg(short = 'm', long = "model")]
+    model_flags: Vec<PathBuf>,
+    /// Prompt tokens for the ppN test (0: skip). Comma-separated for several.
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    n_prompt: Vec<usize>,
+    /// Generated tokens for the tgN test (0: skip). Comma-separated for several.
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    n_gen: Vec<usize>,
+    /// Thread counts, e.g. `-t 1,2` (default: physical cores).
+    #[arg(short = 't', long = "threads", value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Measured repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    reps: usize,
+    /// Print one JSON array of results instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`ferrite bench` is not implemented yet")
+struct Info {
+    path: String,
+    arch: String,
+    ty: String,
+    size: u64,
+    params: u64,
+}
+
+fn model_info(path: &std::path::Path, model: &Model) -> Info {
+    let file = model.gguf();
+    let mut by_type: BTreeMap<GgmlType, u64> = BTreeMap::new();
+    let (mut size, mut params) = (0, 0);
+    for t in file.tensors() {
+        size += t.n_bytes;
+        params += t.n_elements;
+        if t.dims.len() >= 2 {
+            *by_type.entry(t.ty).or_default() += t.n_bytes;
+        }
+    }
+    // The type holding most matrix bytes names the file (llama-bench prints the file type).
+    let ty = by_type
+        .iter()
+        .max_by_key(|(_, b)| **b)
+        .map(|(t, _)| t.to_string())
+        .unwrap_or_default();
+    Info {
+        path: path.display().to_string(),
+        arch: model.config().arch.clone(),
+        ty,
+        size,
+        params,
+    }
+}
+
+struct Sample {
+    test: String,
+    threads: usize,
+    n_prompt: usize,
+    n_gen: usize,
+    ts: Vec<f64>,
+}
+
+fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) % n_vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut paths = args.models.clone();
+    paths.extend(args.model_flags.iter().cloned());
+    if paths.is_empty() {
+        bail!("no model given (ferrite bench MODEL.gguf or -m MODEL.gguf)");
+    }
+    if args.reps == 0 {
+        bail!("-r must be at least 1");
+    }
+    let threads = if args.threads.is_empty() {
+        vec![ferrite_engine::session::physical_cores()]
+    } else {
+        args.threads.clone()
+    };
+    if threads.contains(&0) {
+        bail!("-t: thread counts must be at least 1");
+    }
+    let mut results = Vec::new();
+    if !args.json {
+        println!("| model | size | params | type | threads | test | t/s |");
+        println!("| --- | ---: | ---: | --- | ---: | --- | ---: |");
+    }
+    for path in &paths {
+        let model = Model::load(path, LoadOptions::default())
+            .with_context(|| format!("loading {}", path.display()))?;
+        let info = model_info(path, &model);
+        let n_vocab = model.config().n_vocab;
+        for &t in &threads {
+            let mut tests: Vec<(usize, usize)> = Vec::new();
+            tests.extend(args.n_prompt.iter().filter(|&&p| p > 0).map(|&p| (p, 0)));
+            tests.extend(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
+            for (np, ng) in tests {
+                let mut session = model.session(SessionOptions {
+                    n_ctx: Some((np + ng).max(16)),
+                    n_threads: Some(t),
+                    ..SessionOptions::default()
+                })?;
+                let toks = tokens(np.max(ng), n_vocab, 1234);
+                let mut ts = Vec::new();
+                for rep in 0..=args.reps {
+                    session.reset();
+                    let start = Instant::now();
+                    if np > 0 {
+                        session.eval(&toks[..np])?;
+                    } else {
+                        for &tok in &toks[..ng] {
+                            session.eval(&[tok])?;
+                        }
+                    }
+                    let secs = start.elapsed().as_secs_f64();
+                    if rep > 0 {
+                        ts.push((np + ng) as f64 / secs);
+                    }
+                }
+                let s = Sample {
+                    test: if np > 0 {
+                        format!("pp{np}")
+                    } else {
+                        format!("tg{ng}")
+                    },
+                    threads: t,
+                    n_prompt: np,
+                    n_gen: ng,
+                    ts,
+                };
+                if !args.json {
+                    let (m, sd) = mean_sd(&s.ts);
+                    println!(
+                        "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {m:.2} ± {sd:.2} |",
+                        info.arch,
+                        info.size as f64 / (1024.0 * 1024.0),
+                        info.params as f64 / 1e6,
+                        info.ty,
+                        t,
+                        s.test
+                    );
+                }
+                let (m, sd) = mean_sd(&s.ts);
+                results.push(serde_json::json!({
+                    "model_filename": info.path,
+                    "model_arch": info.arch,
+                    "model_type": info.ty,
+                    "model_size": info.size,
+                    "model_n_params": info.params,
+                    "n_threads": s.threads,
+                    "test": s.test,
+                    "n_prompt": s.n_prompt,
+                    "n_gen": s.n_gen,
+                    "avg_ts": m,
+                    "stddev_ts": sd,
+                    "samples_ts": s.ts,
+                    "isa": format!("{:?}", ferrite_quant::kernels::Isa::best()),
+                }));
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(())
 }

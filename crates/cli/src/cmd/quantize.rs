@@ -226,7 +226,9 @@ pub fn rule_type(target: &Target, facts: &ModelFacts, walk: &mut Walk, name: &st
         };
     }
     if name.contains("attn_v.weight") {
-        let i = walk.i_attention_wv;
+        // The layer number when the name has one: files need not list layers in numeric
+        // order (SmolLM2's are sorted as strings), and llama.cpp's choices follow the layer.
+        let i = layer_of(name).unwrap_or(walk.i_attention_wv);
         walk.i_attention_wv += 1;
         let n = facts.n_attention_wv;
         return match target.mix {
@@ -254,8 +256,7 @@ pub fn rule_type(target: &Target, facts: &ModelFacts, walk: &mut Walk, name: &st
         };
     }
     if name.contains("ffn_down") {
-        // Like llama.cpp, position and count among the file's ffn_down tensors.
-        let i = walk.i_ffn_down;
+        let i = layer_of(name).unwrap_or(walk.i_ffn_down);
         walk.i_ffn_down += 1;
         let n = facts.n_ffn_down.max(1);
         return match target.mix {
@@ -436,6 +437,36 @@ struct Plan {
     fallback_from: Option<GgmlType>,
 }
 
+/// Decides every tensor's output type (rules, then the row-size fallback).
+fn plan(
+    file: &GgufFile,
+    target: &Target,
+    pure: bool,
+    has_imatrix: bool,
+) -> anyhow::Result<Vec<Plan>> {
+    let facts = ModelFacts::of(file, has_imatrix);
+    let mut walk = Walk::default();
+    let mut plans = Vec::with_capacity(file.tensors().len());
+    for t in file.tensors() {
+        let chosen = if !is_quantizable(t) {
+            t.ty
+        } else if pure {
+            target.base
+        } else {
+            rule_type(target, &facts, &mut walk, &t.name)
+        };
+        let ty = fallback(chosen, t.row_len());
+        if !can_quantize(ty) && ty != t.ty {
+            bail!("tensor '{}': quantizing to {ty} is not supported", t.name);
+        }
+        plans.push(Plan {
+            spec: TensorSpec::new(t.name.clone(), &t.dims, ty),
+            fallback_from: (ty != chosen).then_some(chosen),
+        });
+    }
+    Ok(plans)
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let target = parse_target(&args.ty)?;
     if !can_quantize(target.base) {
@@ -463,26 +494,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
 
-    let facts = ModelFacts::of(&file, imatrix.is_some());
-    let mut walk = Walk::default();
-    let mut plans = Vec::with_capacity(file.tensors().len());
-    for t in file.tensors() {
-        let chosen = if !is_quantizable(t) {
-            t.ty
-        } else if args.pure {
-            target.base
-        } else {
-            rule_type(&target, &facts, &mut walk, &t.name)
-        };
-        let ty = fallback(chosen, t.row_len());
-        if !can_quantize(ty) && ty != t.ty {
-            bail!("tensor '{}': quantizing to {ty} is not supported", t.name);
-        }
-        plans.push(Plan {
-            spec: TensorSpec::new(t.name.clone(), &t.dims, ty),
-            fallback_from: (ty != chosen).then_some(chosen),
-        });
-    }
+    let plans = plan(&file, &target, args.pure, imatrix.is_some())?;
 
     let mut metadata: Metadata = file.metadata().clone();
     metadata.set("general.file_type", Value::U32(target.ftype));
@@ -704,5 +716,47 @@ mod tests {
         assert_eq!(parse_target("q4_k_m").unwrap().ftype, 15);
         let e = parse_target("Q9_X").unwrap_err().to_string();
         assert!(e.contains("Q9_X") && e.contains("Q4_K_M"), "{e}");
+    }
+
+    /// The legacy format: i32 count, then per entry i32 name length, name, i32 calls,
+    /// i32 value count, f32 sums (divided by the calls on load).
+    #[test]
+    fn legacy_imatrix_loads_and_truncation_is_an_error() {
+        let mut b = Vec::new();
+        b.extend(1i32.to_le_bytes());
+        b.extend(8i32.to_le_bytes());
+        b.extend(b"a.weight");
+        b.extend(2i32.to_le_bytes());
+        b.extend(3i32.to_le_bytes());
+        for v in [2f32, 4.0, 6.0] {
+            b.extend(v.to_le_bytes());
+        }
+        let dir = std::env::temp_dir().join(format!("ferrite-imatrix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.dat");
+        std::fs::write(&path, &b).unwrap();
+        let m = load_imatrix(&path).unwrap();
+        assert_eq!(m["a.weight"], vec![1.0, 2.0, 3.0]);
+        std::fs::write(&path, &b[..b.len() - 2]).unwrap();
+        let e = load_imatrix(&path).unwrap_err().to_string();
+        assert!(e.contains("truncated values"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// llama.cpp made the Gemma 3 270M Q4_K_M file: planning Q4_K_M for it must give every
+    /// tensor the type llama.cpp gave it (mixture layers, tied output, 640-wide fallbacks).
+    #[test]
+    fn q4_k_m_plan_matches_llama_cpp_on_gemma3() {
+        let file = GgufFile::open(ferrite_testdata::gemma3()).unwrap();
+        let target = parse_target("Q4_K_M").unwrap();
+        let plans = plan(&file, &target, false, false).unwrap();
+        let differ: Vec<String> = file
+            .tensors()
+            .iter()
+            .zip(&plans)
+            .filter(|(t, p)| t.ty != p.spec.ty)
+            .map(|(t, p)| format!("{}: llama.cpp {} ferrite {}", t.name, t.ty, p.spec.ty))
+            .collect();
+        assert!(differ.is_empty(), "{differ:#?}");
     }
 }

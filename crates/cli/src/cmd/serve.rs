@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use ferrite_engine::{LoadOptions, Model};
-use ferrite_server::engine::EngineBackend;
+use ferrite_server::engine::{EngineBackend, EngineCodec};
 use ferrite_server::{serve, ServerOptions, TextCodec};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,15 +34,12 @@ pub struct Args {
     /// Requests that may wait for a slot; past this, 429 Too Many Requests
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
+    /// Chat template: a built-in name or a file (default: the model's own)
+    #[arg(long)]
+    chat_template: Option<String>,
     /// Largest request body in bytes
     #[arg(long, default_value_t = 8 << 20)]
     body_limit: usize,
-}
-
-/// The text side of the real model. The tokenizer and chat templates (engine, issue 4) are
-/// not merged yet; until they are, the server cannot turn text into tokens.
-fn codec_for(_model: &Arc<Model>) -> anyhow::Result<Arc<dyn TextCodec>> {
-    bail!("`ferrite serve` needs the engine's tokenizer, which is not in this build yet")
 }
 
 async fn shutdown_signal() {
@@ -79,7 +76,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .file_stem()
             .map_or("model".into(), |s| s.to_string_lossy().into_owned())
     });
-    let codec = codec_for(&model)?;
+    let codec: Arc<dyn TextCodec> = Arc::new(
+        EngineCodec::from_model(&model, args.chat_template.as_deref())
+            .map_err(anyhow::Error::msg)?,
+    );
     let backend = EngineBackend::new(model, args.parallel, n_ctx, args.threads)?;
     let opts = ServerOptions {
         max_queue: args.max_queue,

@@ -66,6 +66,9 @@ pub struct Bpe {
     merges: FxHashMap<u64, (u32, u32)>,
 }
 
+/// A queued merge: (rank, left index, right index, left id, right id).
+type Pending = (u32, usize, usize, u32, u32);
+
 #[inline]
 fn key(a: u32, b: u32) -> u64 {
     (u64::from(a) << 32) | u64::from(b)
@@ -169,7 +172,7 @@ impl Bpe {
             })
             .collect();
         // (rank, left index) orders the queue; the ids detect entries made stale by a merge.
-        let mut heap: BinaryHeap<Reverse<(u32, usize, usize, u32, u32)>> = BinaryHeap::new();
+        let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
         let push = |heap: &mut BinaryHeap<_>, syms: &[Sym], l: usize, r: usize| {
             if l == NONE || r == NONE {
                 return;

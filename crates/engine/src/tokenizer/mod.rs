@@ -391,8 +391,20 @@ impl Tokenizer {
                             .and_then(|c| lookup(c.encode_utf8(&mut [0; 4])))
                     });
                 }
+                let crossing: Vec<String> = tokens
+                    .iter()
+                    .filter(|t| {
+                        let mut prev: Option<char> = None;
+                        t.chars().any(|c| {
+                            let hit = c == '\u{2581}' && prev.is_some_and(|p| p != '\u{2581}');
+                            prev = Some(c);
+                            hit
+                        })
+                    })
+                    .cloned()
+                    .collect();
                 (
-                    Model::Spm(spm::Spm { byte_tok }),
+                    Model::Spm(spm::Spm { byte_tok, crossing }),
                     true,
                     true,
                     false,
@@ -690,6 +702,9 @@ impl Tokenizer {
         let mut chunks = Vec::new();
         let mut scratch = Vec::new();
         let mut is_prev_special = true;
+        // Words repeat: each distinct short word is merged once per call.
+        let mut bpe_cache: FxHashMap<&[u8], Vec<u32>> = FxHashMap::default();
+        let mut spm_cache: FxHashMap<String, Vec<u32>> = FxHashMap::default();
         for f in frags {
             match f {
                 Frag::Token(id) => {
@@ -709,7 +724,15 @@ impl Tokenizer {
                                         continue;
                                     }
                                 }
+                                if let Some(ids) = bpe_cache.get(w) {
+                                    out.extend_from_slice(ids);
+                                    continue;
+                                }
+                                let n0 = out.len();
                                 b.word(w, &mut out, &mut scratch);
+                                if w.len() <= 32 {
+                                    bpe_cache.insert(w, out[n0..].to_vec());
+                                }
                             }
                         }
                         Model::Spm(m) => {
@@ -720,10 +743,11 @@ impl Tokenizer {
                             for c in t.chars() {
                                 s.push(if c == ' ' { '\u{2581}' } else { c });
                             }
-                            m.encode(
+                            m.encode_words(
                                 &s,
                                 &|x| inner.token_to_id.get(x).copied(),
                                 &|id| inner.scores[id as usize],
+                                &mut spm_cache,
                                 &mut out,
                             )?;
                         }

@@ -50,10 +50,8 @@ static ASCII_CLASS: [u8; 128] = {
             NUMBER
         } else if matches!(c, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r') {
             SPACE
-        } else if c < 0x20 || c == 0x7F {
-            // Cc: a control character is "other" for the patterns (assigned, not L/N/space).
-            OTHER
         } else {
+            // Punctuation, symbols and control characters (Cc) are all "other".
             OTHER
         };
         i += 1;

@@ -9,13 +9,22 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use rustc_hash::FxHashMap;
+
 use super::TokenizerError;
 
 #[derive(Debug)]
 pub struct Spm {
     /// Token of each byte for the fallback: `<0xXX>`, else the byte itself as a one-char token.
     pub byte_tok: [Option<u32>; 256],
+    /// Tokens with a `▁` right after another character (Gemma 3 has one: `>▁</`). Without
+    /// them no merge can cross the boundary before a word's `▁`, so the text splits into words
+    /// that are tokenized independently (and cached) with exactly the same result.
+    pub crossing: Vec<String>,
 }
+
+/// Above this many crossing tokens, words are not split (the result is the same, only slower).
+pub const MAX_CROSSING: usize = 64;
 
 struct Bigram {
     score: f32,
@@ -54,7 +63,61 @@ struct Sym {
 const NONE: usize = usize::MAX;
 
 impl Spm {
-    /// Tokenizes `text` (spaces already escaped as `▁`).
+    /// Tokenizes `text` (spaces already escaped as `▁`), word by word where that is exact.
+    pub fn encode_words(
+        &self,
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<u32>,
+        score: &dyn Fn(u32) -> f32,
+        cache: &mut FxHashMap<String, Vec<u32>>,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        if self.crossing.len() > MAX_CROSSING {
+            return self.encode(text, lookup, score, out);
+        }
+        // Byte ranges inside which no boundary may fall (occurrences of crossing tokens).
+        let mut blocked: Vec<(usize, usize)> = Vec::new();
+        for c in &self.crossing {
+            blocked.extend(
+                text.match_indices(c.as_str())
+                    .map(|(i, m)| (i, i + m.len())),
+            );
+        }
+        let ok = |p: usize| !blocked.iter().any(|&(s, e)| s < p && p < e);
+        let mut start = 0;
+        let mut prev_is_space = true;
+        for (i, c) in text.char_indices() {
+            let is_space = c == '\u{2581}';
+            if is_space && !prev_is_space && i > start && ok(i) {
+                self.encode_cached(&text[start..i], lookup, score, cache, out)?;
+                start = i;
+            }
+            prev_is_space = is_space;
+        }
+        self.encode_cached(&text[start..], lookup, score, cache, out)
+    }
+
+    fn encode_cached(
+        &self,
+        word: &str,
+        lookup: &dyn Fn(&str) -> Option<u32>,
+        score: &dyn Fn(u32) -> f32,
+        cache: &mut FxHashMap<String, Vec<u32>>,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        if let Some(ids) = cache.get(word) {
+            out.extend_from_slice(ids);
+            return Ok(());
+        }
+        let n = out.len();
+        self.encode(word, lookup, score, out)?;
+        if word.len() <= 64 {
+            cache.insert(word.to_string(), out[n..].to_vec());
+        }
+        Ok(())
+    }
+
+    /// Tokenizes `text` (spaces already escaped as `▁`) as one piece.
     pub fn encode(
         &self,
         text: &str,

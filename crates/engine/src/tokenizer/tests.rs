@@ -250,3 +250,95 @@ fn stream_decoder_replaces_broken_sequences() {
     assert_eq!(sd.push(byte(0xE2)), "");
     assert_eq!(sd.finish(), "\u{FFFD}");
 }
+
+/// Timing probe of the stages (not a check): `-- --ignored --nocapture stage_timing`.
+#[test]
+#[ignore]
+fn stage_timing() {
+    let f = ferrite_gguf::GgufFile::open(ferrite_testdata::gemma3()).unwrap();
+    let t = Tokenizer::from_metadata(f.metadata()).unwrap();
+    let text = std::fs::read_to_string("/usr/share/common-licenses/GPL-3").unwrap();
+    let t0 = std::time::Instant::now();
+    let mut nf = 0;
+    for _ in 0..10 {
+        nf = t.partition(&text, true).len();
+    }
+    eprintln!("partition: {:?} ({nf} fragments)", t0.elapsed() / 10);
+    let Model::Spm(m) = &t.inner.model else {
+        panic!()
+    };
+    let s: String = text
+        .chars()
+        .map(|c| if c == ' ' { '\u{2581}' } else { c })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        out.clear();
+        m.encode(
+            &s,
+            &|x| t.inner.token_to_id.get(x).copied(),
+            &|id| t.inner.scores[id as usize],
+            &mut out,
+        )
+        .unwrap();
+    }
+    eprintln!("spm: {:?} ({} tokens)", t0.elapsed() / 10, out.len());
+    let t0 = std::time::Instant::now();
+    for _ in 0..10 {
+        out.clear();
+        m.encode_words(
+            &s,
+            &|x| t.inner.token_to_id.get(x).copied(),
+            &|id| t.inner.scores[id as usize],
+            &mut Default::default(),
+            &mut out,
+        )
+        .unwrap();
+    }
+    eprintln!("spm words: {:?} ({} tokens)", t0.elapsed() / 10, out.len());
+    let t0 = std::time::Instant::now();
+    for _ in 0..10 {
+        t.encode(&text, true, true).unwrap();
+    }
+    eprintln!("encode: {:?}", t0.elapsed() / 10);
+    let t0 = std::time::Instant::now();
+    let mut hits = 0;
+    for _ in 0..10 {
+        for w in s.split('\u{2581}') {
+            hits += usize::from(t.inner.token_to_id.contains_key(w));
+        }
+    }
+    eprintln!("word lookups: {:?} ({hits})", t0.elapsed() / 10);
+}
+
+/// Splitting SentencePiece input into words (and caching them) gives exactly the tokens of the
+/// whole-string algorithm, including around Gemma 3's one cross-word token `>▁</`.
+#[test]
+fn spm_word_split_is_exact() {
+    let f = ferrite_gguf::GgufFile::open(ferrite_testdata::gemma3()).unwrap();
+    let t = Tokenizer::from_metadata(f.metadata()).unwrap();
+    let Model::Spm(m) = &t.inner.model else {
+        panic!("gemma3 is SentencePiece")
+    };
+    assert_eq!(m.crossing, [">▁</"]);
+    let gpl = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/data/GPL-3.txt"
+    ))
+    .unwrap();
+    for text in [
+        gpl.as_str(),
+        "<a> </a> <b>  </b>x> </y  > </ >  </",
+        "  many   spaces  and\ttabs\n\nlines ",
+    ] {
+        let s = text.replace(' ', "\u{2581}");
+        let lookup = |x: &str| t.inner.token_to_id.get(x).copied();
+        let score = |id: u32| t.inner.scores[id as usize];
+        let (mut whole, mut words) = (Vec::new(), Vec::new());
+        m.encode(&s, &lookup, &score, &mut whole).unwrap();
+        m.encode_words(&s, &lookup, &score, &mut Default::default(), &mut words)
+            .unwrap();
+        assert_eq!(whole, words, "{text:.60?}");
+    }
+}

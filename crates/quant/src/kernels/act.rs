@@ -101,8 +101,22 @@ pub fn quantize_row(act: ActType, x: &[f32], out: &mut [u8]) {
     }
 }
 
+#[inline]
+fn use_avx2() -> bool {
+    cfg!(target_arch = "x86_64") && super::Isa::best() >= super::Isa::Avx2
+}
+
 /// One 32-element Q8_0/Q8_1 block: writes the 32 quants, returns `(d, Σq)`.
 fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() && x.len() == 32 && qs.len() == 32 {
+        // SAFETY: AVX2 was detected; both slices hold 32 elements.
+        return unsafe { simd::q8_block(x, qs) };
+    }
+    q8_block_scalar(x, qs)
+}
+
+fn q8_block_scalar(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -132,9 +146,21 @@ fn q8_k_block(x: &[f32], out: &mut [u8]) {
     let iscale = -127.0 / max;
     let (head, rest) = out.split_at_mut(4);
     let (qs, bsums) = rest.split_at_mut(256);
-    for (q, v) in qs.iter_mut().zip(x) {
-        let r = ((iscale * v).round_ties_even() as i32).min(127);
-        *q = r as i8 as u8;
+    #[cfg(target_arch = "x86_64")]
+    let done = if use_avx2() && x.len() == 256 {
+        // SAFETY: AVX2 was detected; `x` and `qs` hold 256 elements.
+        unsafe { simd::scale_round(x, iscale, qs) };
+        true
+    } else {
+        false
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    if !done {
+        for (q, v) in qs.iter_mut().zip(x) {
+            let r = ((iscale * v).round_ties_even() as i32).min(127);
+            *q = r as i8 as u8;
+        }
     }
     for (j, b) in bsums.chunks_exact_mut(2).enumerate() {
         let s: i32 = qs[16 * j..16 * j + 16]
@@ -144,6 +170,67 @@ fn q8_k_block(x: &[f32], out: &mut [u8]) {
         b.copy_from_slice(&(s as i16).to_le_bytes());
     }
     head.copy_from_slice(&(1.0 / iscale).to_le_bytes());
+}
+
+/// AVX2 versions of the block loops, identical in result to the scalar ones: the same f32
+/// products, and `vcvtps2dq` rounds half to even under the default MXCSR, like
+/// `round_ties_even`.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// Rounds `x[i] * s` to i32 and packs with saturation to i8 (32 values).
+    #[inline(always)]
+    unsafe fn round_pack(x: *const f32, s: __m256) -> __m256i {
+        let q = |o: usize| _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.add(o)), s));
+        let (a, b, c, d) = (q(0), q(8), q(16), q(24));
+        let ab = _mm256_packs_epi32(a, b);
+        let cd = _mm256_packs_epi32(c, d);
+        let v = _mm256_packs_epi16(ab, cd);
+        // The packs interleave 128-bit lanes: restore element order.
+        _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    }
+
+    /// # Safety
+    /// AVX2 is available; `x` and `qs` hold 32 elements.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
+        let p = x.as_ptr();
+        let sign = _mm256_set1_ps(-0.0);
+        let mut m = _mm256_andnot_ps(sign, _mm256_loadu_ps(p));
+        for o in [8, 16, 24] {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(o))));
+        }
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let v = round_pack(p, _mm256_set1_ps(id));
+        _mm256_storeu_si256(qs.as_mut_ptr() as *mut __m256i, v);
+        // Σq: sign-extend to i16 and add pairs.
+        let lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v));
+        let hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1));
+        let s = _mm256_madd_epi16(_mm256_add_epi16(lo, hi), _mm256_set1_epi16(1));
+        let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+        let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b10_11_00_01));
+        (d, _mm_cvtsi128_si32(s4))
+    }
+
+    /// `qs[i] = min(127, round(iscale * x[i]))` for 256 elements.
+    ///
+    /// # Safety
+    /// AVX2 is available; `x` and `qs` hold 256 elements.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn scale_round(x: &[f32], iscale: f32, qs: &mut [u8]) {
+        let s = _mm256_set1_ps(iscale);
+        for c in 0..8 {
+            let v = round_pack(x.as_ptr().add(32 * c), s);
+            let v = _mm256_min_epi8(v, _mm256_set1_epi8(127));
+            _mm256_storeu_si256(qs.as_mut_ptr().add(32 * c) as *mut __m256i, v);
+        }
+    }
 }
 
 /// Dequantizes an activation row (tests and diagnostics).
@@ -255,6 +342,43 @@ mod tests {
         dequantize_row(ActType::Q8_K, &out, &mut back);
         for (a, b) in x.iter().zip(&back) {
             assert!((a - b).abs() <= 3.0 / 127.0 * 0.5 + 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn simd_quantizers_match_scalar_bit_for_bit() {
+        // Ties (x·id exactly k + 0.5) included: multiples of amax/254.
+        let mut x: Vec<f32> = (0..1024)
+            .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
+            .collect();
+        for (i, v) in x.iter_mut().enumerate().step_by(5) {
+            *v = (i % 255) as f32 - 127.0 + 0.5;
+        }
+        for chunk in x.chunks_exact(32) {
+            let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+            let r1 = q8_block(chunk, &mut a);
+            let r2 = q8_block_scalar(chunk, &mut b);
+            assert_eq!((a, r1), (b, r2));
+        }
+        for chunk in x.chunks_exact(256) {
+            let iscale = -127.0
+                / chunk
+                    .iter()
+                    .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
+            let mut a = [0u8; 256];
+            let mut b = [0u8; 256];
+            if !use_avx2() {
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 detected; 256 elements each.
+            unsafe {
+                simd::scale_round(chunk, iscale, &mut a)
+            };
+            for (q, v) in b.iter_mut().zip(chunk) {
+                *q = (((iscale * v).round_ties_even() as i32).min(127)) as i8 as u8;
+            }
+            assert_eq!(a, b);
         }
     }
 

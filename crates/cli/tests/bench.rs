@@ -1,0 +1,58 @@
+//! `ferrite bench` end to end on the real SmolLM2 file: the JSON report's shape and sanity,
+//! and clear errors for bad arguments.
+
+use std::process::{Command, Output};
+
+use serde_json::Value as Json;
+
+fn ferrite(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(args)
+        .output()
+        .expect("running ferrite")
+}
+
+#[test]
+fn json_report_has_one_entry_per_test_and_thread_count() {
+    let model = ferrite_testdata::smollm2();
+    let m = model.to_str().unwrap();
+    let out = ferrite(&[
+        "bench", m, "-p", "8", "-n", "3", "-r", "2", "-t", "1,2", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    let got: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["test"].as_str().unwrap().to_string(),
+                r["n_threads"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [("pp8", 1), ("tg3", 1), ("pp8", 2), ("tg3", 2)].map(|(t, n)| (t.to_string(), n))
+    );
+    for r in rows {
+        assert_eq!(r["samples_ts"].as_array().unwrap().len(), 2);
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["model_type"], "Q4_1");
+        assert_eq!(r["model_n_params"], 134_515_008);
+    }
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_message() {
+    let out = ferrite(&["bench"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model given"));
+    let out = ferrite(&["bench", "/nonexistent.gguf", "-r", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
+}

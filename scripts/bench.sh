@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Side-by-side speed: `ferrite bench` and (when LLAMA_BENCH=/path/to/llama-bench is set)
+# llama.cpp's llama-bench on the same files and thread counts, interleaved per model and
+# repetition so that machine noise hits both alike; prints a ratio table (ferrite / llama.cpp
+# tokens/s; > 1 means ferrite is faster).
+# Usage: LLAMA_BENCH=... scripts/bench.sh [-p 512] [-n 128] [-t 2] [-r 3] [-k ROUNDS] MODEL.gguf...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+p=512 n=128 t=2 r=3 k=1
+while getopts "p:n:t:r:k:" o; do
+  case $o in p) p=$OPTARG ;; n) n=$OPTARG ;; t) t=$OPTARG ;; r) r=$OPTARG ;; k) k=$OPTARG ;; *) exit 2 ;; esac
+done
+shift $((OPTIND - 1))
+[ $# -gt 0 ] || { echo "usage: $0 [-p N] [-n N] [-t T[,T]] [-r R] [-k ROUNDS] MODEL.gguf..." >&2; exit 2; }
+cargo build -q --release -p ferrite-cli
+ferrite=./target/release/ferrite
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'); threads $t; ferrite ISA: ${FERRITE_ISA:-best}" >&2
+for round in $(seq "$k"); do
+  for m in "$@"; do
+    echo "round $round: ferrite $m" >&2
+    "$ferrite" bench "$m" -p "$p" -n "$n" -t "$t" -r "$r" --json > "$out/f-$round-$(basename "$m").json"
+    if [ -n "${LLAMA_BENCH:-}" ]; then
+      echo "round $round: llama.cpp $m" >&2
+      "$LLAMA_BENCH" -m "$m" -p "$p" -n "$n" -t "$t" -r "$r" -o json > "$out/l-$round-$(basename "$m").json" 2>/dev/null
+    fi
+  done
+done
+python3 - "$out" <<'PY'
+import json, os, sys, glob, statistics
+d = sys.argv[1]
+rows = {}
+for f in sorted(glob.glob(os.path.join(d, "*.json"))):
+    who = os.path.basename(f)[0]
+    for e in json.load(open(f)):
+        name = os.path.basename(e["model_filename"])
+        test = e.get("test") or (f"pp{e['n_prompt']}" if e["n_prompt"] else f"tg{e['n_gen']}")
+        rows.setdefault((name, e["n_threads"], test), {}).setdefault(who, []).extend(e["samples_ts"])
+print(f"| model | threads | test | ferrite t/s | llama.cpp t/s | ratio |")
+print(f"| --- | ---: | --- | ---: | ---: | ---: |")
+for (name, th, test), v in sorted(rows.items()):
+    fm = statistics.mean(v["f"]) if "f" in v else float("nan")
+    lm = statistics.mean(v["l"]) if "l" in v else float("nan")
+    fs = statistics.stdev(v["f"]) if len(v.get("f", [])) > 1 else 0.0
+    ls = statistics.stdev(v["l"]) if len(v.get("l", [])) > 1 else 0.0
+    ratio = fm / lm if "l" in v and lm > 0 else float("nan")
+    print(f"| {name} | {th} | {test} | {fm:.2f} ± {fs:.2f} | {lm:.2f} ± {ls:.2f} | {ratio:.2f} |")
+PY
