@@ -34,6 +34,10 @@ pub enum Error {
     ContextFull { needed: usize, n_ctx: usize },
     #[error("token id {id} is out of range (vocabulary size {n_vocab})")]
     BadToken { id: u32, n_vocab: usize },
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error(transparent)]
+    Chat(#[from] crate::chat::ChatError),
     #[error("{0}")]
     Invalid(String),
 }

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod chat;
 pub mod error;
+pub mod generate;
 pub mod kv_cache;
 pub mod models;
 pub mod ops;
@@ -17,5 +18,6 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use generate::{Completion, GenerateOptions, Generation, Prompt, StopReason, Token};
 pub use kv_cache::KvType;
 pub use session::{LoadOptions, Model, Session, SessionOptions};

@@ -22,9 +22,11 @@ use std::sync::Arc;
 use ferrite_gguf::{GgufFile, OpenOptions};
 use ferrite_quant::matmul::ThreadPool;
 
+use crate::chat::{ChatTemplate, Message};
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvType};
 use crate::models::{config_from_metadata, Decoder, LogitsFor, ModelConfig, Scratch};
+use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// How to open a model file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +46,10 @@ impl Default for LoadOptions {
 pub struct Model {
     file: Arc<GgufFile>,
     decoder: Decoder,
+    /// A model file may carry no usable vocabulary (test fixtures); only text in or out
+    /// needs one, so the error is kept for when it is asked for.
+    tokenizer: std::result::Result<Tokenizer, TokenizerError>,
+    chat_template: Option<ChatTemplate>,
 }
 
 impl std::fmt::Debug for Model {
@@ -76,7 +82,56 @@ impl Model {
             e => Error::Invalid(format!("{arch} model: {e}")),
         })?;
         let decoder = Decoder::load(file.clone(), config)?;
-        Ok(Arc::new(Model { file, decoder }))
+        let tokenizer = Tokenizer::from_metadata(md);
+        let chat_template = tokenizer
+            .is_ok()
+            .then(|| ChatTemplate::from_metadata(md, None).ok())
+            .flatten();
+        Ok(Arc::new(Model {
+            file,
+            decoder,
+            tokenizer,
+            chat_template,
+        }))
+    }
+
+    /// The model's tokenizer; an error saying why when its vocabulary is missing or invalid.
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer
+            .as_ref()
+            .map_err(|e| Error::Tokenizer(e.clone()))
+    }
+
+    /// The model's chat template, or the built-in one that fits it when the file has none
+    /// (see [`ChatTemplate::from_metadata`]).
+    pub fn chat_template(&self) -> Result<&ChatTemplate> {
+        self.tokenizer()?;
+        self.chat_template
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("the model has no usable chat template".into()))
+    }
+
+    /// Text to token ids as llama.cpp's completion mode does: BOS when the metadata asks for
+    /// it, special-token text (`<|im_start|>`) recognised.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer()?.encode(text, true, true)?)
+    }
+
+    /// Token ids to text (special tokens rendered).
+    pub fn detokenize(&self, ids: &[u32]) -> Result<String> {
+        Ok(self.tokenizer()?.decode(ids))
+    }
+
+    /// Renders a conversation with the model's chat template, ready for [`Model::tokenize`]
+    /// (`add_generation_prompt`: end with the assistant's turn header).
+    pub fn format_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let add_bos = self.tokenizer()?.add_bos();
+        Ok(self.chat_template()?.render_prompt(
+            messages,
+            add_generation_prompt,
+            serde_json::Value::Null,
+            add_bos,
+        )?)
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -254,17 +309,31 @@ impl Session {
 
     /// Appends `tokens` and returns the next-token logits after the last of them.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32]> {
-        self.run(tokens, false)?;
+        self.run(tokens, None)?;
         Ok(&self.last_logits)
     }
 
     /// Appends `tokens` and returns logits for every one of them, `[n, n_vocab]` row-major
-    /// (teacher forcing, perplexity).
+    /// (teacher forcing).
     pub fn eval_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.run(tokens, true).map(|all| all.unwrap_or_default())
+        self.eval_tail(tokens, tokens.len())
     }
 
-    fn run(&mut self, tokens: &[u32], all: bool) -> Result<Option<Vec<f32>>> {
+    /// Appends `tokens` and returns logits for the last `n` of them, `[n, n_vocab]` row-major
+    /// (perplexity scores only the second half of each window; the other rows are never
+    /// computed).
+    pub fn eval_tail(&mut self, tokens: &[u32], n: usize) -> Result<Vec<f32>> {
+        if n > tokens.len() {
+            return Err(Error::Invalid(format!(
+                "logits asked for the last {n} of {} tokens",
+                tokens.len()
+            )));
+        }
+        self.run(tokens, Some(n)).map(|all| all.unwrap_or_default())
+    }
+
+    /// `tail`: `None` for the last position's logits only, `Some(n)` for the last `n` rows.
+    fn run(&mut self, tokens: &[u32], tail: Option<usize>) -> Result<Option<Vec<f32>>> {
         if tokens.is_empty() {
             return Err(Error::Invalid("nothing to evaluate: no tokens".into()));
         }
@@ -280,41 +349,43 @@ impl Session {
             return Err(Error::BadToken { id, n_vocab });
         }
         let dec = &self.model.decoder;
-        let mut out = all.then(|| Vec::with_capacity(tokens.len() * n_vocab));
-        let want = if all { LogitsFor::All } else { LogitsFor::Last };
+        let mut out = tail.map(|n| Vec::with_capacity(n * n_vocab));
         let mut temp_kv;
-        let (kv, todo, skip) = match &mut self.kv {
-            Some(kv) => (kv, tokens.to_vec(), 0),
+        let (kv, todo) = match &mut self.kv {
+            Some(kv) => (kv, tokens.to_vec()),
             None => {
                 // No cache kept: recompute the whole history into a temporary one.
                 let mut hist = self.tokens.clone();
                 hist.extend_from_slice(tokens);
                 temp_kv = dec.new_cache(self.opts.kv_type, hist.len());
-                (&mut temp_kv, hist, self.tokens.len())
+                (&mut temp_kv, hist)
             }
         };
+        // Rows of `todo` that need logits: `need_from..`.
+        let need_from = tail.map(|n| todo.len() - n);
         let mut done = 0;
         for chunk in todo.chunks(self.opts.batch_size) {
-            let last = done + chunk.len() == todo.len();
-            let w = match (want, last) {
-                (LogitsFor::All, _) if done + chunk.len() > skip => LogitsFor::All,
-                (LogitsFor::Last, true) => LogitsFor::Last,
-                _ => LogitsFor::None,
+            let end = done + chunk.len();
+            let w = match need_from {
+                Some(f) if end > f => LogitsFor::Tail(end - f.max(done)),
+                Some(_) => LogitsFor::None,
+                None if end == todo.len() => LogitsFor::Last,
+                None => LogitsFor::None,
             };
             dec.forward(&self.pool, kv, &mut self.scratch, chunk, w)?;
-            if let (Some(out), LogitsFor::All) = (&mut out, w) {
-                let from = skip.saturating_sub(done).min(chunk.len());
-                out.extend_from_slice(&self.scratch.logits[from * n_vocab..]);
+            if let (Some(out), LogitsFor::Tail(_)) = (&mut out, w) {
+                out.extend_from_slice(&self.scratch.logits);
             }
-            done += chunk.len();
+            done = end;
         }
         self.tokens.extend_from_slice(tokens);
+        self.last_logits.clear();
         match &out {
-            Some(o) => self.last_logits = o[o.len() - n_vocab..].to_vec(),
-            None => {
-                self.last_logits.clear();
-                self.last_logits.extend_from_slice(&self.scratch.logits);
+            Some(o) if o.len() >= n_vocab => {
+                self.last_logits.extend_from_slice(&o[o.len() - n_vocab..]);
             }
+            Some(_) => {}
+            None => self.last_logits.extend_from_slice(&self.scratch.logits),
         }
         Ok(out)
     }
@@ -324,7 +395,7 @@ impl Session {
 /// writer, for documentation examples and tests.
 #[doc(hidden)]
 pub fn tiny_test_model() -> GgufFile {
-    use ferrite_gguf::{GgmlType, Metadata, TensorSpec, Value};
+    use ferrite_gguf::{Array, GgmlType, Metadata, TensorSpec, Value};
     let (d, ff, nv, nl) = (64u64, 128u64, 32u64, 2);
     let mut md = Metadata::new();
     md.set("general.architecture", Value::String("llama".into()));
@@ -335,6 +406,31 @@ pub fn tiny_test_model() -> GgufFile {
     md.set("llama.attention.head_count", Value::U32(4));
     md.set("llama.attention.head_count_kv", Value::U32(2));
     md.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    // A SentencePiece vocabulary of single characters: enough to encode lowercase text.
+    let mut vocab: Vec<String> = ["<unk>", "<s>", "</s>", "\u{2581}"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    vocab.extend(('a'..='z').map(String::from));
+    vocab.extend([".".to_string(), ",".to_string()]);
+    let types: Vec<i32> = (0..vocab.len())
+        .map(|i| match i {
+            0 => 2,
+            1 | 2 => 3,
+            _ => 1,
+        })
+        .collect();
+    md.set("tokenizer.ggml.model", Value::String("llama".into()));
+    md.set("tokenizer.ggml.tokens", Value::Array(Array::String(vocab)));
+    md.set(
+        "tokenizer.ggml.scores",
+        Value::Array(Array::F32(vec![0.0; nv as usize])),
+    );
+    md.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    md.set("tokenizer.ggml.bos_token_id", Value::U32(1));
+    md.set("tokenizer.ggml.eos_token_id", Value::U32(2));
+    md.set("tokenizer.ggml.unknown_token_id", Value::U32(0));
+    md.set("tokenizer.ggml.add_bos_token", Value::Bool(true));
     let mut specs = vec![
         TensorSpec::new("token_embd.weight", &[d, nv], GgmlType::F32),
         TensorSpec::new("output_norm.weight", &[d], GgmlType::F32),

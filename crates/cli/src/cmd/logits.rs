@@ -30,9 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (model, _) = args.model_opts.load(&args.model)?;
     let ids = match (&args.ids, &args.prompt) {
         (Some(s), _) => parse_ids(s)?,
-        (None, Some(_)) => {
-            anyhow::bail!("-p needs the tokenizer, which this build does not have yet; pass --ids")
-        }
+        (None, Some(p)) => model.tokenize(p)?,
         (None, None) => unreachable!("clap requires one of --ids / -p"),
     };
     anyhow::ensure!(!ids.is_empty(), "no token ids given");

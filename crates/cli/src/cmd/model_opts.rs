@@ -71,3 +71,85 @@ pub fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
         })
         .collect()
 }
+
+/// Sampling flags shared by `run` and `chat`. Defaults are llama.cpp's.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingOpts {
+    /// Temperature; 0 is greedy (always the most likely token)
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep only the K most likely tokens (0: off)
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches P (1: off)
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0: off)
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Locally typical sampling (1: off)
+    #[arg(long = "typical", default_value_t = 1.0)]
+    pub typical_p: f32,
+    /// Penalise tokens seen in the last --repeat-last-n tokens (1: off)
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Window of the repetition, frequency and presence penalties
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Subtracted from a token's logit if it occurs in the window
+    #[arg(long = "presence-penalty", default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per occurrence in the window
+    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Random seed (default: a new one each run)
+    #[arg(short = 's', long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingOpts {
+    /// The sampler settings, after checking every value is in range.
+    pub fn config(&self) -> anyhow::Result<ferrite_engine::sampling::SamplerConfig> {
+        let finite = |name: &str, v: f32| {
+            anyhow::ensure!(v.is_finite(), "{name} must be a finite number, got {v}");
+            Ok(())
+        };
+        finite("--temp", self.temp)?;
+        finite("--presence-penalty", self.presence_penalty)?;
+        finite("--frequency-penalty", self.frequency_penalty)?;
+        for (name, v) in [
+            ("--top-p", self.top_p),
+            ("--min-p", self.min_p),
+            ("--typical", self.typical_p),
+        ] {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&v),
+                "{name} must be in [0, 1], got {v}"
+            );
+        }
+        anyhow::ensure!(
+            self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0,
+            "--repeat-penalty must be positive, got {}",
+            self.repeat_penalty
+        );
+        let seed = self.seed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            t ^ (u64::from(std::process::id()) << 32)
+        });
+        Ok(ferrite_engine::sampling::SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            typical_p: self.typical_p,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            penalty_last_n: self.repeat_last_n,
+            logit_bias: Vec::new(),
+            seed,
+        })
+    }
+}

@@ -101,6 +101,9 @@ pub enum LogitsFor {
     None,
     Last,
     All,
+    /// The last `n` positions of the batch (perplexity scores only the second half of a
+    /// window, and the output matmul is the largest one for big vocabularies).
+    Tail(usize),
 }
 
 /// Reusable activation buffers of one session.
@@ -417,12 +420,13 @@ impl Decoder {
         kv.advance(n);
 
         let rows: &[f32] = match want {
-            LogitsFor::None => {
+            LogitsFor::None | LogitsFor::Tail(0) => {
                 logits.clear();
                 return Ok(());
             }
             LogitsFor::Last => &x[(n - 1) * d..],
             LogitsFor::All => x,
+            LogitsFor::Tail(m) => &x[(n - m.min(n)) * d..],
         };
         let n_out = rows.len() / d;
         h.clear();

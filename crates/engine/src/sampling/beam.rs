@@ -52,7 +52,7 @@ pub fn beam_search<M: BeamModel>(
         logprob: 0.0,
         done: false,
     }];
-    for _ in 0..max_tokens {
+    for step in 0..max_tokens {
         if beams.iter().all(|b| b.done) {
             break;
         }
@@ -77,7 +77,8 @@ pub fn beam_search<M: BeamModel>(
                 b.logprob = lp;
                 if is_end(t) {
                     b.done = true;
-                } else {
+                } else if step + 1 < max_tokens {
+                    // The last token is not fed: nothing needs its logits.
                     b.model.feed(t)?;
                 }
             }
