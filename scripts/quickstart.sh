@@ -3,7 +3,7 @@
 # prompt on it. Usage: scripts/quickstart.sh ["PROMPT"] [more `ferrite run` flags]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-bash "$repo/scripts/fetch-models.sh" smollm2
+bash "$repo/scripts/fetch-models.sh" smollm2 >/dev/null
 model=${FERRITE_MODELS:-$repo/models}/SmolLM2-135M-Instruct.Q4_1.gguf
 prompt=${1:-"The three primary colors are"}
 shift || true
