@@ -1,8 +1,9 @@
 //! `ferrite serve` on the real SmolLM2 model, driven by the official `openai` Python package
 //! (installed by scripts/test.sh from scripts/requirements.txt): chat, streamed chat equal to
-//! the non-streamed greedy text, completion with logprobs, /v1/models, concurrent streams equal
-//! to one-at-a-time ids, disconnects, a 429 burst, SIGTERM → exit 0. See
-//! scripts/test_server_openai.py.
+//! the non-streamed greedy text, completion with logprobs, /v1/models, 32 concurrent streams
+//! with `--parallel 4` equal to one-at-a-time ids, 10 of 32 clients disconnecting mid-stream,
+//! a 429 burst, SIGTERM → exit 0. See scripts/test_server_openai.py. About a minute on a busy
+//! 2-core machine.
 
 use std::process::Command;
 

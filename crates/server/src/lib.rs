@@ -9,7 +9,6 @@
 //!   batched forward per step, a bounded queue behind them, prompt-prefix reuse.
 //! - [`backend`]: the two narrow traits the scheduler drives ([`BatchBackend`] for the model,
 //!   [`TextCodec`] for text), so the HTTP and batching layers do not depend on a particular model.
-//! - [`sampler`]: per-request sampling (temperature, top-k/p, min-p, penalties, logit bias, seed).
 //! - [`engine`]: the real model as a [`BatchBackend`].
 //! - [`fake`]: a deterministic toy backend and byte-level codec for tests.
 
@@ -19,7 +18,6 @@ pub mod fake;
 pub mod http;
 pub mod metrics;
 pub mod request;
-pub mod sampler;
 pub mod scheduler;
 pub mod text;
 

@@ -4,7 +4,7 @@
 //! (`param`); fields it does not know are ignored, as OpenAI-compatible servers do.
 
 use crate::backend::ChatMessage;
-use crate::sampler::SamplingParams;
+use ferrite_engine::sampling::SamplerConfig;
 use serde_json::{json, Map, Value};
 
 /// An error response: `{"error": {"message", "type", "param", "code"}}` with an HTTP status.
@@ -77,7 +77,7 @@ pub struct GenRequest {
     pub prompts: Vec<Prompt>,
     pub max_tokens: Option<usize>,
     /// `seed` is filled in by the caller when the request has none.
-    pub params: SamplingParams,
+    pub params: SamplerConfig,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
     /// `Some(k)`: per-token log-probabilities with `k` alternatives.
@@ -217,7 +217,7 @@ pub fn parse(endpoint: Endpoint, body: &[u8], limits: Limits) -> Result<GenReque
         }
     }
 
-    let mut p = SamplingParams::default();
+    let mut p = SamplerConfig::default();
     if let Some(x) = number(&m, "temperature", 0.0, 10.0)? {
         p.temperature = x;
     }

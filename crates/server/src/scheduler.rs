@@ -9,14 +9,15 @@
 //!    tokens share the longest prefix with the prompt (prompt caching),
 //! 3. runs ONE forward over every active slot: one new token per decoding slot, and prompt
 //!    chunks of prefilling slots within a token budget,
-//! 4. samples per slot with its own sampler and streams [`Event`]s back.
+//! 4. samples per slot with its own [`ferrite_engine::sampling::Sampler`] (seeded per request)
+//!    and streams [`Event`]s back.
 //!
 //! Nothing here blocks the async runtime: events go through unbounded tokio channels (bounded in
 //! practice by `max_tokens ≤ n_ctx` per job).
 
 use crate::backend::{BatchBackend, BatchItem, TextCodec};
-use crate::sampler::{logprobs, Sampler, SamplingParams};
 use crate::text::TextStream;
+use ferrite_engine::sampling::{log_softmax, top_logprobs, Sampler, SamplerConfig};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -82,7 +83,7 @@ pub enum Event {
 pub struct Job {
     pub index: usize,
     pub prompt: Vec<u32>,
-    pub params: SamplingParams,
+    pub params: SamplerConfig,
     pub max_tokens: usize,
     pub stop: Vec<String>,
     /// `Some(k)`: report each token's log-probability and the `k` best alternatives.
@@ -479,11 +480,15 @@ impl Scheduler {
             Some(FinishReason::Stop)
         } else {
             let info = a.job.logprobs.map(|k| {
-                let (logprob, top) = logprobs(logits, tok, k);
+                // Of the model's distribution, before any sampler setting, as OpenAI reports.
+                let logprob = log_softmax(logits)
+                    .get(tok as usize)
+                    .copied()
+                    .unwrap_or(f32::NEG_INFINITY);
                 TokenInfo {
                     id: tok,
                     logprob,
-                    top,
+                    top: top_logprobs(logits, k),
                 }
             });
             let (text, stopped) = a.text.push(&self.codec.token_bytes(tok));

@@ -4,8 +4,8 @@
 
 mod common;
 use common::*;
+use ferrite_engine::sampling::SamplerConfig;
 use ferrite_server::fake::{FakeBackend, FakeCodec, FAKE_EOS};
-use ferrite_server::sampler::SamplingParams;
 use ferrite_server::scheduler::{self, Event, Job, SchedulerConfig};
 use ferrite_server::ServerOptions;
 use serde_json::{json, Value};
@@ -129,7 +129,7 @@ fn a_disconnect_frees_the_slot_within_a_step() {
     let job = Job {
         index: 0,
         prompt: vec![u32::from(b'A')],
-        params: SamplingParams {
+        params: SamplerConfig {
             temperature: 0.0,
             ..Default::default()
         },

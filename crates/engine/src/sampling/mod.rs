@@ -91,12 +91,29 @@ pub struct Candidate {
     pub logit: f32,
 }
 
-/// Natural-log softmax of `logits` over the full vocabulary.
+/// Natural-log softmax of `logits` over the full vocabulary. A NaN logit counts as -inf (its
+/// log-probability is -inf and it does not spoil the others); all -inf gives all -inf.
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    if max == f32::NEG_INFINITY {
+        return vec![f32::NEG_INFINITY; logits.len()];
+    }
+    let sum: f64 = logits
+        .iter()
+        .filter(|l| !l.is_nan())
+        .map(|&l| f64::from(l - max).exp())
+        .sum();
     let lse = max + sum.ln() as f32;
-    logits.iter().map(|&l| l - lse).collect()
+    logits
+        .iter()
+        .map(|&l| {
+            if l.is_nan() {
+                f32::NEG_INFINITY
+            } else {
+                l - lse
+            }
+        })
+        .collect()
 }
 
 /// The `k` most likely tokens with their log-probabilities, best first.
@@ -113,10 +130,15 @@ pub fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     idx.into_iter().map(|i| (i, lp[i as usize])).collect()
 }
 
-/// Adds the logit bias.
+/// Adds the logit bias (ids not among the candidates are ignored).
 pub fn apply_logit_bias(c: &mut [Candidate], bias: &[(u32, f32)]) {
     for &(id, b) in bias {
-        if let Some(x) = c.iter_mut().find(|x| x.id == id) {
+        // Candidates fresh from the logits sit at their id's index: no search over the vocabulary.
+        let x = match c.get(id as usize) {
+            Some(x) if x.id == id => c.get_mut(id as usize),
+            _ => c.iter_mut().find(|x| x.id == id),
+        };
+        if let Some(x) = x {
             x.logit += b;
         }
     }
@@ -144,8 +166,12 @@ pub fn apply_penalties(c: &mut [Candidate], window: &[u32], repeat: f32, freq: f
     }
 }
 
+fn desc(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
+}
+
 fn sort_desc(c: &mut [Candidate]) {
-    c.sort_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
+    c.sort_by(desc);
 }
 
 fn probs(c: &[Candidate]) -> Vec<f32> {
@@ -157,10 +183,12 @@ fn probs(c: &[Candidate]) -> Vec<f32> {
 
 /// Keeps the `k` highest logits (sorted best first).
 pub fn top_k(c: &mut Vec<Candidate>, k: usize) {
-    sort_desc(c);
-    if k > 0 {
-        c.truncate(k.max(1));
+    if k > 0 && k < c.len() {
+        // Select before sorting: a full sort of the vocabulary per token is what costs.
+        c.select_nth_unstable_by(k - 1, desc);
+        c.truncate(k);
     }
+    sort_desc(c);
 }
 
 /// Keeps the smallest prefix (by probability) whose mass reaches `p`.
@@ -234,6 +262,7 @@ impl Sampler {
     }
 
     /// Picks the next token from `logits` given the tokens so far (`history`, for penalties).
+    /// NaN logits count as -inf, so a bad row can never be drawn over a finite one.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let cfg = &self.config;
         let mut c: Vec<Candidate> = logits
@@ -241,7 +270,7 @@ impl Sampler {
             .enumerate()
             .map(|(i, &l)| Candidate {
                 id: i as u32,
-                logit: l,
+                logit: if l.is_nan() { f32::NEG_INFINITY } else { l },
             })
             .collect();
         apply_logit_bias(&mut c, &cfg.logit_bias);
@@ -253,15 +282,20 @@ impl Sampler {
             cfg.frequency_penalty,
             cfg.presence_penalty,
         );
+        // Lowest id wins ties, like llama.cpp's greedy sampler.
+        let greedy = c
+            .iter()
+            .fold(None::<Candidate>, |best, &x| match best {
+                Some(b) if b.logit >= x.logit => Some(b),
+                _ => Some(x),
+            })
+            .map_or(0, |b| b.id);
         if self.is_greedy() {
-            // Lowest id wins ties, like llama.cpp's greedy sampler.
-            return c
-                .iter()
-                .fold(None::<Candidate>, |best, &x| match best {
-                    Some(b) if b.logit >= x.logit => Some(b),
-                    _ => Some(x),
-                })
-                .map_or(0, |b| b.id);
+            return greedy;
+        }
+        c.retain(|x| x.logit > f32::NEG_INFINITY);
+        if c.is_empty() {
+            return greedy;
         }
         top_k(&mut c, cfg.top_k);
         typical_p(&mut c, cfg.typical_p);
@@ -399,6 +433,67 @@ mod tests {
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
+    }
+
+    #[test]
+    fn top_k_selection_equals_a_full_sort() {
+        let l: Vec<f32> = (0..500).map(|i| ((i * 7919) % 263) as f32 * 0.1).collect();
+        for k in [1, 2, 40, 263, 499, 500, 501] {
+            let mut a = cands(&l);
+            top_k(&mut a, k);
+            let mut b = cands(&l);
+            sort_desc(&mut b);
+            b.truncate(k);
+            assert_eq!(a, b, "k = {k}: same ids in the same order, ties by id");
+        }
+    }
+
+    #[test]
+    fn logit_bias_by_index_and_after_reordering() {
+        let mut c = cands(&[1.0, 2.0, 3.0]);
+        apply_logit_bias(&mut c, &[(0, 10.0), (7, 1.0)]);
+        assert_eq!(c[0].logit, 11.0, "id 7 is no candidate: ignored");
+        sort_desc(&mut c); // ids no longer at their index
+        apply_logit_bias(&mut c, &[(2, 0.5)]);
+        assert_eq!(c.iter().find(|x| x.id == 2).unwrap().logit, 3.5);
+        assert_eq!(c.iter().find(|x| x.id == 0).unwrap().logit, 11.0);
+    }
+
+    #[test]
+    fn nan_logits_never_win_and_do_not_spoil_logprobs() {
+        let l = [f32::NAN, 1.0, f32::NAN, 0.5];
+        let mut g = Sampler::new(SamplerConfig {
+            temperature: 0.0,
+            ..Default::default()
+        });
+        assert_eq!(g.sample(&l, &[]), 1);
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        });
+        for _ in 0..100 {
+            let t = s.sample(&l, &[]);
+            assert!(t == 1 || t == 3, "drew {t}");
+        }
+        assert_eq!(
+            s.sample(&[f32::NAN; 3], &[]),
+            0,
+            "nothing finite: greedy's pick"
+        );
+        let lp = log_softmax(&l);
+        assert_eq!(lp[0], f32::NEG_INFINITY);
+        let z = (1f64.exp() + 0.5f64.exp()).ln();
+        assert!((f64::from(lp[1]) - (1.0 - z)).abs() < 1e-6);
+        assert_eq!(
+            top_logprobs(&l, 2).iter().map(|x| x.0).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert!(log_softmax(&[f32::NEG_INFINITY; 2])
+            .iter()
+            .all(|&x| x == f32::NEG_INFINITY));
     }
 
     #[test]
