@@ -301,3 +301,26 @@ fn perplexity_matches_llama_cpp_on_both_models() {
         );
     }
 }
+
+/// `logits -p` tokenizes like `run` (llama.cpp's prompt ids) and its last position's best
+/// token is llama.cpp's first greedy token.
+#[test]
+fn logits_with_a_text_prompt() {
+    let r = reference("greedy-smollm2.json");
+    let case = &r["results"][0];
+    let model = ferrite_testdata::smollm2();
+    let (ok, stdout, stderr) = ferrite(&[
+        "logits",
+        model.to_str().unwrap(),
+        "-p",
+        case["prompt"].as_str().unwrap(),
+        "--top",
+        "1",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(u32s(&v["ids"]), u32s(&case["prompt_ids"]));
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), u32s(&case["prompt_ids"]).len());
+    assert_eq!(top.last().unwrap()[0]["id"], case["generated_ids"][0]);
+}

@@ -29,6 +29,14 @@
 //! }
 //! assert!(matches!(gen.stop_reason(), Some(StopReason::MaxTokens | StopReason::Eog)));
 //! assert_eq!(text, gen.text());
+//!
+//! // A chat turn: the model's chat template (or the built-in one that fits it), then the reply
+//! // in one go. `finish` runs the generation to its end.
+//! use ferrite_engine::chat::Message;
+//! let prompt = model.format_chat(&[Message::new("user", "hello")], true)?;
+//! let opts = GenerateOptions { max_tokens: Some(4), stop: vec!["\n".into()], ..Default::default() };
+//! let reply = model.session(SessionOptions::default())?.generate(prompt, opts)?.finish()?;
+//! assert!(reply.tokens.len() <= 4 && !reply.text.contains('\n'));
 //! # Ok::<(), ferrite_engine::Error>(())
 //! ```
 

@@ -2,8 +2,10 @@
 //!
 //! Model configs and the generic decoder ([`models`]), the [`kv_cache`], [`sampling`],
 //! [`tokenizer`]s and [`chat`] templates, the library API in [`session`]: load a [`Model`]
-//! once, open any number of independent [`Session`]s on it, and [`batch`] for decoding many
-//! sequences in one forward pass.
+//! once, open any number of independent [`Session`]s on it, [`generate`] text from a prompt
+//! as a stream of tokens (`Session::generate`), and [`batch`] for decoding many sequences in
+//! one forward pass. The [`Model`] owns its tokenizer ([`Model::tokenize`]) and chat template
+//! ([`Model::format_chat`]).
 
 pub mod batch;
 pub mod chat;

@@ -431,6 +431,15 @@ pub fn tiny_test_model() -> GgufFile {
     md.set("tokenizer.ggml.eos_token_id", Value::U32(2));
     md.set("tokenizer.ggml.unknown_token_id", Value::U32(0));
     md.set("tokenizer.ggml.add_bos_token", Value::Bool(true));
+    // A chat template within that alphabet.
+    md.set(
+        "tokenizer.chat_template",
+        Value::String(
+            "{% for m in messages %}{{ m.role }}, {{ m.content }}. {% endfor %}\
+             {% if add_generation_prompt %}assistant, {% endif %}"
+                .into(),
+        ),
+    );
     let mut specs = vec![
         TensorSpec::new("token_embd.weight", &[d, nv], GgmlType::F32),
         TensorSpec::new("output_norm.weight", &[d], GgmlType::F32),
