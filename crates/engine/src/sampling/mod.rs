@@ -186,10 +186,6 @@ pub fn top_k(c: &mut Vec<Candidate>, k: usize) {
     if k > 0 && k < c.len() {
         // Select before sorting: a full sort of the vocabulary per token is what costs.
         c.select_nth_unstable_by(k - 1, desc);
-        // Partition first: sorting a 262k vocabulary for every token costs milliseconds.
-        c.select_nth_unstable_by(k - 1, |a, b| {
-            b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
-        });
         c.truncate(k);
     }
     sort_desc(c);
