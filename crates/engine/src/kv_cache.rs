@@ -5,6 +5,7 @@
 //! wrap-around.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::error::{Error, Result};
 
@@ -44,9 +45,7 @@ impl Store {
     fn write(&mut self, at: usize, src: &[f32]) {
         match self {
             Store::F16(v) => {
-                for (d, &s) in v[at..at + src.len()].iter_mut().zip(src) {
-                    *d = f16::from_f32(s);
-                }
+                v[at..at + src.len()].convert_from_f32_slice(src);
             }
             Store::F32(v) => v[at..at + src.len()].copy_from_slice(src),
         }
@@ -58,8 +57,9 @@ impl Store {
         match self {
             Store::F32(v) => &v[..n],
             Store::F16(v) => {
-                buf.clear();
-                buf.extend(v[..n].iter().map(|x| x.to_f32()));
+                buf.resize(n, 0.0);
+                // The slice conversion uses F16C when the CPU has it.
+                v[..n].convert_to_f32_slice(buf);
                 buf
             }
         }

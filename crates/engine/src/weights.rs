@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use ferrite_gguf::{GgmlType, GgufFile, TensorInfo};
+use ferrite_quant::kernels;
 use ferrite_quant::matmul::{matmul, ThreadPool};
 
 use crate::error::{Error, Result};
@@ -53,13 +54,14 @@ impl Weight {
 
     /// `y[n_b × n_rows] = x[n_b × k] · Wᵀ`.
     ///
-    /// Activations are first rounded to the grid llama.cpp's CPU backend multiplies this
-    /// weight type with ([`crate::ops::act_quant`]): the same values its quantized dot
-    /// products see, so quantized logits follow llama.cpp's closely.
+    /// Types with a dot-product kernel quantize the activations to the grid llama.cpp's CPU
+    /// backend multiplies them with inside [`matmul`]. Types without one fall back to an f32
+    /// product, so their activations are first rounded to that grid here
+    /// ([`crate::ops::act_quant`]) and quantized logits still follow llama.cpp's closely.
     pub fn matmul(&self, pool: &ThreadPool, x: &[f32], n_b: usize, y: &mut [f32]) -> Result<()> {
         let grid = act_quant::grid_for(self.ty);
         let rounded: Vec<f32>;
-        let x = if grid == act_quant::ActGrid::F32 {
+        let x = if grid == act_quant::ActGrid::F32 || kernels::kernel(self.ty).is_some() {
             x
         } else {
             let mut r = x.to_vec();

@@ -156,6 +156,30 @@ impl ThreadPool {
         self.dispatch(&body, false);
     }
 
+    /// Splits `data` into consecutive pieces of `chunk_len` elements (the last may be
+    /// shorter) and calls `f(i, piece_i)` for each, as [`run_chunks`](Self::run_chunks) does:
+    /// for operations whose output rows can be written independently.
+    pub fn run_chunks_mut<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk_len: usize,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        let chunk_len = chunk_len.max(1);
+        let len = data.len();
+        let n_chunks = len.div_ceil(chunk_len);
+        let base = SharedMut(data.as_mut_ptr());
+        self.run_chunks(n_chunks, |c| {
+            let start = c * chunk_len;
+            let n = chunk_len.min(len - start);
+            // SAFETY: `run_chunks` hands out each chunk index once, so the pieces
+            // `start..start + n` given to different calls are disjoint and inside `data`,
+            // whose exclusive borrow outlives this call (the pool joins before returning).
+            let piece = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), n) };
+            f(c, piece);
+        });
+    }
+
     fn dispatch(&self, f: Job<'_>, all: bool) {
         let s = &*self.inner.shared;
         let _serial = s.run_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -259,7 +283,7 @@ pub(crate) struct SharedMut<T>(pub(crate) *mut T);
 impl<T> SharedMut<T> {
     /// The pointer. (A method, so closures capture the whole `Sync` wrapper.)
     #[inline]
-    pub(crate) fn get(self) -> *mut T {
+    pub(crate) fn get(&self) -> *mut T {
         self.0
     }
 }
@@ -273,6 +297,27 @@ unsafe impl<T: Send> Sync for SharedMut<T> {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_chunks_mut_covers_every_element_once() {
+        for n in 1..=3 {
+            let pool = ThreadPool::new(n);
+            for (len, chunk) in [(0, 4), (1, 4), (10, 3), (64, 8), (65, 8)] {
+                let mut v = vec![0usize; len];
+                pool.run_chunks_mut(&mut v, chunk, |c, piece| {
+                    assert!(piece.len() <= chunk);
+                    for (i, x) in piece.iter_mut().enumerate() {
+                        *x += c * chunk + i + 1;
+                    }
+                });
+                assert_eq!(
+                    v,
+                    (1..=len).collect::<Vec<_>>(),
+                    "n={n} len={len} chunk={chunk}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn every_thread_runs_each_job_once() {

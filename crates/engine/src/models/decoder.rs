@@ -308,7 +308,6 @@ impl Decoder {
             c.n_head_kv * c.head_dim_k,
             c.n_head_kv * c.head_dim_v,
         );
-        let n_threads = pool.n_threads();
 
         for (il, (layer, lc)) in self.layers.iter().zip(&c.layers).enumerate() {
             h.clear();
@@ -365,7 +364,7 @@ impl Decoder {
                 window: lc.swa.then_some(c.sliding_window),
             };
             att.resize(n * c.n_head * c.head_dim_v, 0.0);
-            ops::attention(q, kc, vc, pos0, n, &params, att, n_threads);
+            ops::attention(pool, q, kc, vc, pos0, n, &params, att);
             layer.wo.forward(pool, att, n, o)?;
             if let Some(w) = &layer.post_attn_norm {
                 ops::rms_norm_rows(o, w, c.rms_eps);

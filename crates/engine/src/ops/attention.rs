@@ -1,6 +1,10 @@
 //! Scaled dot-product attention over the KV cache: grouped-query heads, causal mask, optional
 //! sliding window and score soft-capping. Queries of a batch are processed together, split
-//! across threads by (token, head).
+//! across the pool's threads by (token, head).
+
+use std::cell::RefCell;
+
+use ferrite_quant::matmul::ThreadPool;
 
 use super::act::softmax_in_place;
 
@@ -19,10 +23,20 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
+/// Below this many multiply-adds a call runs on the calling thread: waking the pool costs
+/// more than the work (a single generated token at short context).
+const SERIAL_WORK: usize = 1 << 16;
+
+thread_local! {
+    /// Per-thread score row, reused across calls.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// `q`: `[n_tok, n_head·hd_k]` for positions `pos0..pos0+n_tok`; `k`/`v`: `[n_kv, n_head_kv·hd]`
 /// holding positions `0..n_kv` (`n_kv >= pos0 + n_tok`); `out`: `[n_tok, n_head·hd_v]`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
+    pool: &ThreadPool,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -30,35 +44,48 @@ pub fn attention(
     n_tok: usize,
     p: &AttnParams,
     out: &mut [f32],
-    n_threads: usize,
 ) {
     let hd_v = p.head_dim_v;
     let units = n_tok * p.n_head;
     let n_kv = pos0 + n_tok;
     let work = units * n_kv * (p.head_dim_k + hd_v);
-    let n_threads = if work < 1 << 16 {
-        1
-    } else {
-        n_threads.clamp(1, units)
-    };
-    let per = units.div_ceil(n_threads);
     let run = |first: usize, chunk: &mut [f32]| {
-        let mut scores = vec![0f32; n_kv];
-        for (i, o) in chunk.chunks_exact_mut(hd_v).enumerate() {
-            let u = first + i;
-            one_head(q, k, v, pos0, u / p.n_head, u % p.n_head, p, &mut scores, o);
-        }
+        SCORES.with(|s| {
+            let mut scores = s.borrow_mut();
+            scores.resize(n_kv, 0.0);
+            for (i, o) in chunk.chunks_exact_mut(hd_v).enumerate() {
+                let u = first + i;
+                one_head(q, k, v, pos0, u / p.n_head, u % p.n_head, p, &mut scores, o);
+            }
+        })
     };
-    if n_threads == 1 {
+    if work < SERIAL_WORK || pool.n_threads() == 1 {
         run(0, out);
         return;
     }
-    std::thread::scope(|s| {
-        for (ci, chunk) in out.chunks_mut(per * hd_v).enumerate() {
-            let run = &run;
-            s.spawn(move || run(ci * per, chunk));
+    // A few chunks per thread, so a thread that was descheduled does not hold up the rest
+    // (causal rows also differ in length).
+    let per = units.div_ceil(4 * pool.n_threads()).max(1);
+    pool.run_chunks_mut(out, per * hd_v, |ci, chunk| run(ci * per, chunk));
+}
+
+/// `Σ a[i]·b[i]` with eight independent partial sums, so that it vectorizes.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
         }
-    });
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -86,7 +113,7 @@ fn one_head(
     let s = &mut scores[..qpos + 1 - first];
     for (j, sj) in s.iter_mut().enumerate() {
         let kv = &k[(first + j) * kstride + g * hd_k..][..hd_k];
-        let mut d = qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * p.scale;
+        let mut d = dot(qv, kv) * p.scale;
         if let Some(cap) = p.softcap {
             d = cap * (d / cap).tanh();
         }
@@ -122,7 +149,7 @@ mod tests {
         let v = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let q = vec![0.5; 3 * 2 * 2];
         let mut out = vec![0.0; 3 * 2 * 2];
-        attention(&q, &k, &v, 0, 3, &p, &mut out, 1);
+        attention(&ThreadPool::new(1), &q, &k, &v, 0, 3, &p, &mut out);
         assert_eq!(
             out,
             vec![1.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 4.0, 5.0, 6.0, 5.0, 6.0]
@@ -144,7 +171,7 @@ mod tests {
         let v = vec![3.0, 6.0, 9.0];
         let q = vec![1.0; 3];
         let mut out = vec![0.0; 3];
-        attention(&q, &k, &v, 0, 3, &p, &mut out, 2);
+        attention(&ThreadPool::new(2), &q, &k, &v, 0, 3, &p, &mut out);
         assert_eq!(out, vec![3.0, 4.5, 6.0]);
     }
 }

@@ -84,7 +84,6 @@ impl Decoder {
             c.n_head_kv * c.head_dim_v,
         );
         let hv = c.n_head * c.head_dim_v;
-        let n_threads = pool.n_threads();
 
         for (il, (layer, lc)) in self.layers.iter().zip(&c.layers).enumerate() {
             h.clear();
@@ -148,6 +147,7 @@ impl Decoder {
                 );
                 let (kc, vc) = s.kv.read(il, pos0 + m, kbuf, vbuf);
                 ops::attention(
+                    pool,
                     &q[r0 * qd..(r0 + m) * qd],
                     kc,
                     vc,
@@ -155,7 +155,6 @@ impl Decoder {
                     m,
                     &params,
                     &mut att[r0 * hv..(r0 + m) * hv],
-                    n_threads,
                 );
             }
             layer.wo.forward(pool, att, n, o)?;
