@@ -29,16 +29,7 @@ impl ModelOpts {
     /// Loads the model; returns it and the load time in milliseconds.
     pub fn load(&self, path: &std::path::Path) -> anyhow::Result<(Arc<Model>, f64)> {
         let t = Instant::now();
-        let size = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .len();
-        if size > 1 << 30 && !self.no_mmap {
-            eprintln!(
-                "mapping {} ({:.1} GiB)...",
-                path.display(),
-                size as f64 / (1u64 << 30) as f64
-            );
-        }
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
         let model = Model::load(
             path,
             LoadOptions {
@@ -46,6 +37,9 @@ impl ModelOpts {
             },
         )
         .with_context(|| format!("cannot load {}", path.display()))?;
+        if !self.no_mmap {
+            page_in_with_progress(&model);
+        }
         Ok((model, t.elapsed().as_secs_f64() * 1000.0))
     }
 
@@ -61,6 +55,41 @@ impl ModelOpts {
 }
 
 /// Parses `1,2,3` (spaces allowed).
+/// Files at least this large get their weights paged in up front, with a progress bar.
+const PAGE_IN_THRESHOLD: u64 = 128 << 20;
+
+/// Touches one byte of every page of every tensor so the first forward pass does not stall on
+/// page faults with no sign of life; the bar (bytes, ETA) shows on stderr when it is a
+/// terminal. Small files are left to fault in lazily: it takes milliseconds.
+fn page_in_with_progress(model: &Model) {
+    let file = model.gguf();
+    let total: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
+    if total < PAGE_IN_THRESHOLD {
+        return;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "loading {bar:30} {binary_bytes}/{binary_total_bytes} eta {eta}",
+        )
+        .expect("valid progress template"),
+    );
+    const PAGE: usize = 4096;
+    let mut checksum = 0u8;
+    for t in file.tensors() {
+        let data = file.tensor_data(t);
+        for chunk in data.chunks(16 << 20) {
+            checksum ^= chunk.iter().step_by(PAGE).fold(0, |a, &b| a ^ b);
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    std::hint::black_box(checksum);
+    bar.finish_and_clear();
+}
+
 pub fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
     s.split(',')
         .map(str::trim)
