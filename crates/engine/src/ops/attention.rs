@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 
+use ferrite_quant::kernels::vec::{axpy, dot};
 use ferrite_quant::matmul::ThreadPool;
 
 use super::act::softmax_in_place;
@@ -69,25 +70,6 @@ pub fn attention(
     pool.run_chunks_mut(out, per * hd_v, |ci, chunk| run(ci * per, chunk));
 }
 
-/// `Σ a[i]·b[i]` with eight independent partial sums, so that it vectorizes.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 #[allow(clippy::too_many_arguments)]
 fn one_head(
     q: &[f32],
@@ -123,9 +105,7 @@ fn one_head(
     out.fill(0.0);
     for (j, &w) in s.iter().enumerate() {
         let vv = &v[(first + j) * vstride + g * hd_v..][..hd_v];
-        for (o, &x) in out.iter_mut().zip(vv) {
-            *o += w * x;
-        }
+        axpy(out, w, vv);
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod act;
 pub mod scalar;
+pub mod vec;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
