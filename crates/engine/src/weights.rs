@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ferrite_gguf::{GgmlType, GgufFile, TensorInfo};
 use ferrite_quant::kernels;
-use ferrite_quant::matmul::{matmul, ThreadPool};
+use ferrite_quant::matmul::{matmul, matmul_many, Product, ThreadPool, MAX_PRODUCTS};
 
 use crate::error::{Error, Result};
 use crate::ops::act_quant;
@@ -74,6 +74,43 @@ impl Weight {
                 name: self.info.name.clone(),
                 source,
             }
+        })
+    }
+
+    /// Several matrices with the same input: `outs[i] = x · W_iᵀ`, run as one pool job where
+    /// the quant layer can fuse them (see [`matmul_many`]); otherwise one [`Weight::matmul`]
+    /// each. Each `outs[i]` must hold `n_b × n_rows` of its weight.
+    pub fn matmul_many(
+        pool: &ThreadPool,
+        x: &[f32],
+        n_b: usize,
+        outs: &mut [(&Weight, &mut [f32])],
+    ) -> Result<()> {
+        let fusable = outs.len() <= MAX_PRODUCTS
+            && outs
+                .iter()
+                .all(|(w, _)| w.k == outs[0].0.k && kernels::kernel(w.ty).is_some());
+        if !fusable {
+            for (w, y) in outs.iter_mut() {
+                w.matmul(pool, x, n_b, y)?;
+            }
+            return Ok(());
+        }
+        let Some(first) = outs.first().map(|(w, _)| *w) else {
+            return Ok(());
+        };
+        let mut products: Vec<Product<'_>> = outs
+            .iter_mut()
+            .map(|(w, y)| Product {
+                ty: w.ty,
+                w: w.bytes(),
+                n_rows: w.n_rows,
+                y,
+            })
+            .collect();
+        matmul_many(pool, first.k, x, n_b, &mut products).map_err(|source| Error::Quant {
+            name: first.info.name.clone(),
+            source,
         })
     }
 

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod formats;
+pub mod gemm;
 pub mod kernels;
 pub mod matmul;
 pub mod pool;

@@ -5,10 +5,11 @@
 //! A call quantizes the activations once (in parallel for batches) into a reused per-thread
 //! buffer, then deals out chunks of weight rows to the pool's threads through an atomic
 //! counter (threads that finish early take more, which matters on a shared machine). Within a
-//! chunk, prompt batches go [`TILE`] activation rows at a time, so each weight block is
-//! decoded once per tile while the chunk's rows stay in L1.
+//! chunk, small batches go [`TILE`] activation rows at a time, so each weight block is
+//! decoded once per tile while the chunk's rows stay in L1. Larger batches (prompts) go
+//! through the panel GEMM of [`crate::gemm`] where the CPU has VNNI.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use ferrite_gguf::GgmlType;
 
@@ -21,6 +22,43 @@ pub use crate::pool::ThreadPool;
 /// Weight rows per work item: small enough to balance two threads on a 576-row matrix,
 /// large enough that the atomic counter is noise.
 const CHUNK_ROWS: usize = 16;
+
+/// Batches of at least this many rows go through the panel GEMM ([`crate::gemm`]): decoding
+/// a panel costs about as much as multiplying it with a handful of rows, so below this the
+/// row-at-a-time tile kernels are as fast.
+const GEMM_MIN_BATCH: usize = 8;
+
+thread_local! {
+    /// Set while a [`BatchInvariant`] guard lives on this thread.
+    static BATCH_INVARIANT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, every [`matmul`] called from this thread uses the row-at-a-time kernels,
+/// whatever the batch size.
+///
+/// The panel GEMM and the row kernels add the same integer products in a different float
+/// order, so a row's result differs in its last bits between the two. A server that batches
+/// many sequences (and splits prompts into chunks depending on load) needs each sequence's
+/// logits not to depend on what it was batched with: it holds this guard, and gets results
+/// identical to running each sequence alone through the same guard, at the cost of the
+/// GEMM's prompt speed.
+pub struct BatchInvariant {
+    prev: bool,
+}
+
+impl BatchInvariant {
+    pub fn enter() -> Self {
+        BatchInvariant {
+            prev: BATCH_INVARIANT.with(|c| c.replace(true)),
+        }
+    }
+}
+
+impl Drop for BatchInvariant {
+    fn drop(&mut self) {
+        BATCH_INVARIANT.with(|c| c.set(self.prev));
+    }
+}
 
 thread_local! {
     /// Quantized activations of the current call, reused across calls on this thread.
@@ -61,6 +99,14 @@ pub fn matmul(
     let Some(kern) = kernels::kernel(ty) else {
         return matmul_dequant(ty, w, n_rows, k, x, n_b, y, row_bytes);
     };
+    if n_b >= GEMM_MIN_BATCH
+        && crate::gemm::available()
+        && crate::gemm::group_size(ty).is_some()
+        && !BATCH_INVARIANT.with(|c| c.get())
+    {
+        crate::gemm::matmul(pool, kern, w, row_bytes, n_rows, k, x, n_b, y, true);
+        return Ok(());
+    }
     let act_bytes = kern.act.row_bytes(k).ok_or(QuantError::NotBlockMultiple {
         ty,
         n: k,
@@ -113,22 +159,54 @@ fn run_rows(
     n_b: usize,
     y: &mut [f32],
 ) {
-    let n_chunks = n_rows.div_ceil(CHUNK_ROWS);
-    let out = SharedMut(y.as_mut_ptr());
-    let act = |b: usize| &acts[b * act_bytes..(b + 1) * act_bytes];
-    pool.run_chunks(n_chunks, |c| {
+    let job = RowJob {
+        kern,
+        w,
+        row_bytes,
+        n_rows,
+        acts,
+        act_bytes,
+        n_b,
+        out: SharedMut(y.as_mut_ptr()),
+    };
+    pool.run_chunks(job.n_chunks(), |c| job.run_chunk(c));
+}
+
+/// One weight matrix times quantized activations, cut into chunks of [`CHUNK_ROWS`] rows
+/// that threads run independently.
+struct RowJob<'a> {
+    kern: &'a Kernel,
+    w: &'a [u8],
+    row_bytes: usize,
+    n_rows: usize,
+    acts: &'a [u8],
+    act_bytes: usize,
+    n_b: usize,
+    /// `n_b × n_rows` outputs; chunk `c` writes only its own rows' columns.
+    out: SharedMut<f32>,
+}
+
+impl RowJob<'_> {
+    fn n_chunks(&self) -> usize {
+        self.n_rows.div_ceil(CHUNK_ROWS)
+    }
+
+    fn run_chunk(&self, c: usize) {
+        let (n_rows, n_b, row_bytes) = (self.n_rows, self.n_b, self.row_bytes);
         let (r0, r1) = (c * CHUNK_ROWS, ((c + 1) * CHUNK_ROWS).min(n_rows));
+        let act = |b: usize| &self.acts[b * self.act_bytes..(b + 1) * self.act_bytes];
+        let w = |r: usize| &self.w[r * row_bytes..(r + 1) * row_bytes];
         let put = |b: usize, r: usize, v: f32| {
-            // SAFETY: rows r0..r1 belong to this chunk alone (the counter hands each
-            // chunk out once), so no other thread writes y[b * n_rows + r]; the index is
-            // in bounds as b < n_b and r < n_rows, and `y` outlives the call.
-            unsafe { *out.get().add(b * n_rows + r) = v };
+            // SAFETY: rows r0..r1 belong to this chunk alone (the pool hands each chunk
+            // out once), so no other thread writes y[b * n_rows + r]; the index is in
+            // bounds as b < n_b and r < n_rows, and the output outlives the call.
+            unsafe { *self.out.get().add(b * n_rows + r) = v };
         };
         let mut b = 0;
         while b + TILE <= n_b {
             let a = [act(b), act(b + 1), act(b + 2), act(b + 3)];
             for r in r0..r1 {
-                let v = kern.dot_tile(&w[r * row_bytes..(r + 1) * row_bytes], a);
+                let v = self.kern.dot_tile(w(r), a);
                 for (i, v) in v.into_iter().enumerate() {
                     put(b + i, r, v);
                 }
@@ -137,14 +215,119 @@ fn run_rows(
         }
         for b in b..n_b {
             for r in r0..r1 {
-                put(
-                    b,
-                    r,
-                    kern.dot(&w[r * row_bytes..(r + 1) * row_bytes], act(b)),
-                );
+                put(b, r, self.kern.dot(w(r), act(b)));
             }
         }
+    }
+}
+
+/// One product of a [`matmul_many`] call: `y = x · Wᵀ` for the `n_rows × k` matrix `w` of
+/// type `ty`.
+pub struct Product<'a> {
+    pub ty: GgmlType,
+    pub w: &'a [u8],
+    pub n_rows: usize,
+    pub y: &'a mut [f32],
+}
+
+/// Most products one [`matmul_many`] call runs as one job.
+pub const MAX_PRODUCTS: usize = 4;
+
+thread_local! {
+    /// One quantized-activation buffer per product of a fused call.
+    static FUSED_ACTS: RefCell<[Vec<u8>; MAX_PRODUCTS]> = RefCell::new(Default::default());
+}
+
+/// Several matrices applied to the same activations, as one job for the pool: the
+/// projections of one input (attention's Q, K and V; an FFN's gate and up). At generation
+/// time each product is a fraction of a millisecond, so waking and joining the pool once
+/// instead of per matrix, and quantizing the activations once per activation format, is a
+/// measurable share of a token. Batches and types without a kernel run the products one by
+/// one through [`matmul`], with identical results.
+///
+/// # Panics
+/// As [`matmul`], for any product whose sizes do not match.
+pub fn matmul_many(
+    pool: &ThreadPool,
+    k: usize,
+    x: &[f32],
+    n_b: usize,
+    products: &mut [Product<'_>],
+) -> Result<(), QuantError> {
+    let n_p = products.len();
+    let kerns: [Option<&'static Kernel>; MAX_PRODUCTS] =
+        std::array::from_fn(|i| products.get(i).and_then(|p| kernels::kernel(p.ty)));
+    let fuse = (2..=MAX_PRODUCTS).contains(&n_p)
+        && n_b < GEMM_MIN_BATCH
+        && n_b > 0
+        && kerns[..n_p].iter().all(|k| k.is_some());
+    if !fuse {
+        for p in products.iter_mut() {
+            matmul(pool, p.ty, p.w, p.n_rows, k, x, n_b, p.y)?;
+        }
+        return Ok(());
+    }
+    assert_eq!(x.len(), n_b * k, "activation size");
+    let mut row_bytes = [0usize; MAX_PRODUCTS];
+    let mut act_bytes = [0usize; MAX_PRODUCTS];
+    for (i, (p, kern)) in products.iter().zip(&kerns).enumerate() {
+        let kern = kern.expect("checked above");
+        row_bytes[i] =
+            p.ty.row_bytes(k as u64)
+                .ok_or(QuantError::NotBlockMultiple {
+                    ty: p.ty,
+                    n: k,
+                    block: p.ty.block_size(),
+                })? as usize;
+        act_bytes[i] = kern.act.row_bytes(k).ok_or(QuantError::NotBlockMultiple {
+            ty: p.ty,
+            n: k,
+            block: kern.act.block_size() as u64,
+        })?;
+        assert_eq!(p.w.len(), row_bytes[i] * p.n_rows, "weight size");
+        assert_eq!(p.y.len(), n_b * p.n_rows, "output size");
+    }
+    FUSED_ACTS.with(|bufs| {
+        let mut bufs = bufs.borrow_mut();
+        // Products sharing an activation format share its quantized rows.
+        let mut source = [0usize; MAX_PRODUCTS];
+        for i in 0..n_p {
+            let kern = kerns[i].expect("checked above");
+            match (0..i).find(|&j| kerns[j].expect("checked above").act == kern.act) {
+                Some(j) => source[i] = source[j],
+                None => {
+                    source[i] = i;
+                    let buf = &mut bufs[i];
+                    buf.resize(n_b * act_bytes[i], 0);
+                    quantize_acts(pool, kern, x, k, n_b, act_bytes[i], buf);
+                }
+            }
+        }
+        let bufs = &*bufs;
+        let mut jobs: [Option<RowJob<'_>>; MAX_PRODUCTS] = Default::default();
+        let mut starts = [0usize; MAX_PRODUCTS + 1];
+        for (i, p) in products.iter_mut().enumerate() {
+            let job = RowJob {
+                kern: kerns[i].expect("checked above"),
+                w: p.w,
+                row_bytes: row_bytes[i],
+                n_rows: p.n_rows,
+                acts: &bufs[source[i]],
+                act_bytes: act_bytes[i],
+                n_b,
+                out: SharedMut(p.y.as_mut_ptr()),
+            };
+            starts[i + 1] = starts[i] + job.n_chunks();
+            jobs[i] = Some(job);
+        }
+        pool.run_chunks(starts[n_p], |c| {
+            let i = (0..n_p).rfind(|&i| starts[i] <= c).unwrap_or(0);
+            if let Some(job) = &jobs[i] {
+                job.run_chunk(c - starts[i]);
+            }
+        });
     });
+    Ok(())
 }
 
 /// Types without a dot-product kernel: dequantize each row to f32 and multiply in f32.
@@ -210,6 +393,57 @@ mod tests {
                             pool.n_threads()
                         );
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_many_equals_separate_matmuls_bit_for_bit() {
+        let mut rng = Rng::new(9);
+        let k = 512;
+        // Mixed activation formats (Q8_0, Q8_1, Q8_K) and one shared (Q4_0 and Q8_0).
+        let types = [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_1,
+            GgmlType::Q4_K,
+        ];
+        let rows = [19, 33, 8, 40];
+        let ws: Vec<Vec<u8>> = types
+            .iter()
+            .zip(rows)
+            .map(|(&ty, n)| {
+                (0..n)
+                    .flat_map(|_| random_weights(&mut rng, ty, k))
+                    .collect()
+            })
+            .collect();
+        for threads in 1..=3 {
+            let pool = ThreadPool::new(threads);
+            for n_b in [1, 2, 5] {
+                for n_p in 1..=4 {
+                    let x: Vec<f32> = (0..n_b).flat_map(|_| random_acts(&mut rng, k)).collect();
+                    let mut want: Vec<Vec<f32>> = Vec::new();
+                    for i in 0..n_p {
+                        let mut y = vec![0f32; n_b * rows[i]];
+                        matmul(&pool, types[i], &ws[i], rows[i], k, &x, n_b, &mut y).unwrap();
+                        want.push(y);
+                    }
+                    let mut got: Vec<Vec<f32>> =
+                        (0..n_p).map(|i| vec![f32::NAN; n_b * rows[i]]).collect();
+                    let mut products: Vec<Product<'_>> = got
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(i, y)| Product {
+                            ty: types[i],
+                            w: &ws[i],
+                            n_rows: rows[i],
+                            y,
+                        })
+                        .collect();
+                    matmul_many(&pool, k, &x, n_b, &mut products).unwrap();
+                    assert_eq!(got, want, "threads={threads} n_b={n_b} products={n_p}");
                 }
             }
         }

@@ -42,6 +42,34 @@ impl Linear {
         }
     }
 
+    /// Several projections of the same input, run as one pool job (see
+    /// [`Weight::matmul_many`]).
+    fn forward_many(
+        pool: &ThreadPool,
+        x: &[f32],
+        n_b: usize,
+        outs: &mut [(&Linear, &mut Vec<f32>)],
+    ) -> Result<()> {
+        for (l, y) in outs.iter_mut() {
+            y.resize(n_b * l.w.n_rows, 0.0);
+        }
+        let mut mats: Vec<(&Weight, &mut [f32])> = outs
+            .iter_mut()
+            .map(|(l, y)| (&l.w, y.as_mut_slice()))
+            .collect();
+        Weight::matmul_many(pool, x, n_b, &mut mats)?;
+        for (l, y) in outs.iter_mut() {
+            if let Some(b) = &l.b {
+                for row in y.chunks_exact_mut(b.len()) {
+                    for (v, &bb) in row.iter_mut().zip(b) {
+                        *v += bb;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn forward(&self, pool: &ThreadPool, x: &[f32], n_b: usize, y: &mut Vec<f32>) -> Result<()> {
         y.resize(n_b * self.w.n_rows, 0.0);
         self.w.matmul(pool, x, n_b, y)?;
@@ -319,9 +347,7 @@ impl Decoder {
                     k: wk,
                     v: wv,
                 } => {
-                    wq.forward(pool, h, n, q)?;
-                    wk.forward(pool, h, n, k)?;
-                    wv.forward(pool, h, n, v)?;
+                    Linear::forward_many(pool, h, n, &mut [(wq, q), (wk, k), (wv, v)])?;
                 }
                 Qkv::Fused(w) => {
                     w.forward(pool, h, n, qkv)?;
@@ -382,8 +408,7 @@ impl Decoder {
                 } => {
                     match wg {
                         Some(wg) => {
-                            wg.forward(pool, h, n, gate)?;
-                            wu.forward(pool, h, n, up)?;
+                            Linear::forward_many(pool, h, n, &mut [(wg, gate), (wu, up)])?;
                         }
                         None => {
                             // Fused: each row holds [gate | up].

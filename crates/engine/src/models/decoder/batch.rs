@@ -3,7 +3,9 @@
 //! The weight matmuls see the tokens of every sequence as one batch, so each weight matrix is
 //! streamed once per step however many sequences decode; RoPE positions, the KV cache and
 //! attention stay per sequence. The layer code is the same as [`Decoder::forward`]'s, step for
-//! step, so a sequence gets the same logits alone or batched (a test checks this).
+//! step, so a sequence gets the same logits alone or batched (a test checks this). For that,
+//! every matmul here uses the row kernels ([`ferrite_quant::matmul::BatchInvariant`]): the
+//! prompt GEMM would round differently depending on how the batch was cut.
 
 use super::*;
 
@@ -23,6 +25,8 @@ impl Decoder {
         seqs: &mut [SeqTokens<'_>],
         sc: &mut Scratch,
     ) -> Result<()> {
+        // Each sequence must get the logits it would get alone, however it is batched.
+        let _invariant = ferrite_quant::matmul::BatchInvariant::enter();
         let c = &self.config;
         sc.logits.clear();
         if seqs.is_empty() {
@@ -95,9 +99,7 @@ impl Decoder {
                     k: wk,
                     v: wv,
                 } => {
-                    wq.forward(pool, h, n, q)?;
-                    wk.forward(pool, h, n, k)?;
-                    wv.forward(pool, h, n, v)?;
+                    Linear::forward_many(pool, h, n, &mut [(wq, q), (wk, k), (wv, v)])?;
                 }
                 Qkv::Fused(w) => {
                     w.forward(pool, h, n, qkv)?;
@@ -174,8 +176,7 @@ impl Decoder {
                 } => {
                     match wg {
                         Some(wg) => {
-                            wg.forward(pool, h, n, gate)?;
-                            wu.forward(pool, h, n, up)?;
+                            Linear::forward_many(pool, h, n, &mut [(wg, gate), (wu, up)])?;
                         }
                         None => {
                             wu.forward(pool, h, n, qkv)?;

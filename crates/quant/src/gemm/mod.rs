@@ -1,0 +1,300 @@
+//! Matrix-matrix products for prompt batches: quantized weights × 8-bit activations, eight
+//! weight rows at a time.
+//!
+//! The row-at-a-time kernels ([`crate::kernels`]) spend most of their instructions turning
+//! each block's integer sum into a float and scaling it, once per (weight row, activation row,
+//! block). Here a chunk of [`PANEL_ROWS`] weight rows is first decoded into a *panel*: unsigned
+//! 8-bit codes interleaved so that one 256-bit vector holds four consecutive codes of each of
+//! the eight rows, plus per-group scales `D` and offsets `M` with `w = D·q + M` (see
+//! [`decode`]). One `vpdpbusd` of that vector with four broadcast activation bytes then
+//! advances eight dot products at once, and the float work (convert, scale, offset) happens
+//! once per group for all eight rows together. The panel is decoded on the fly into a
+//! per-thread buffer and reused for every activation row of the batch, so the weights keep
+//! their stored format in memory (no repacked copy, no extra resident memory).
+//!
+//! Activations are quantized exactly as the row kernels quantize them (the weight type's
+//! partner format: Q8_0, Q8_1 or Q8_K), then spread into codes plus per-group `da` (the
+//! block scale) and `sa = da·Σa` (Q8_1's stored sum, Q8_K's block sums), so the result is
+//! the same sum of the same integers; only the float summation order differs.
+
+mod decode;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::cell::RefCell;
+
+use ferrite_gguf::GgmlType;
+use half::f16;
+
+use crate::kernels::{self, ActType, Isa, Kernel};
+use crate::pool::{SharedMut, ThreadPool};
+
+pub(crate) use decode::group_size;
+
+/// Weight rows per panel: one 32-bit lane each of a 256-bit vector.
+pub const PANEL_ROWS: usize = 8;
+
+/// Activation rows the microkernel carries at once (eight accumulators of eight rows).
+const ACT_TILE: usize = 8;
+
+/// One decoded panel: codes in `[group][quad][row][4]` order, then per group eight `d` and
+/// eight `m` (rows past the matrix's end are zero and produce zeros).
+#[derive(Default)]
+pub(crate) struct Panel {
+    codes: Vec<u8>,
+    d: Vec<f32>,
+    m: Vec<f32>,
+    /// Scratch for one decoded row.
+    row_q: Vec<u8>,
+    row_d: Vec<f32>,
+    row_m: Vec<f32>,
+}
+
+impl Panel {
+    /// Decodes rows `r0..r0 + nr` (`nr ≤` [`PANEL_ROWS`]) of the matrix `w` (rows of
+    /// `row_bytes` bytes, `k` elements of `ty`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fill(
+        &mut self,
+        ty: GgmlType,
+        w: &[u8],
+        row_bytes: usize,
+        r0: usize,
+        nr: usize,
+        k: usize,
+        g: usize,
+    ) {
+        let ng = k / g;
+        self.codes.clear();
+        self.codes.resize(k * PANEL_ROWS, 0);
+        self.d.clear();
+        self.d.resize(ng * PANEL_ROWS, 0.0);
+        self.m.clear();
+        self.m.resize(ng * PANEL_ROWS, 0.0);
+        self.row_q.resize(k, 0);
+        self.row_d.resize(ng, 0.0);
+        self.row_m.resize(ng, 0.0);
+        for r in 0..nr {
+            let row = &w[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
+            decode::decode_row(ty, row, &mut self.row_q, &mut self.row_d, &mut self.row_m);
+            for (quad, q4) in self.row_q.chunks_exact(4).enumerate() {
+                let at = (quad * PANEL_ROWS + r) * 4;
+                self.codes[at..at + 4].copy_from_slice(q4);
+            }
+            for grp in 0..ng {
+                self.d[grp * PANEL_ROWS + r] = self.row_d[grp];
+                self.m[grp * PANEL_ROWS + r] = self.row_m[grp];
+            }
+        }
+    }
+}
+
+/// Activation rows in GEMM form: `codes` (`n_b × k` signed bytes), and per row and group the
+/// block scale `da` and `sa = da·Σa`.
+#[derive(Default)]
+pub(crate) struct Acts {
+    codes: Vec<i8>,
+    da: Vec<f32>,
+    sa: Vec<f32>,
+}
+
+#[inline]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Spreads one quantized activation row (format `act`) into GEMM form with groups of `g`.
+fn spread_row(act: ActType, g: usize, q: &[u8], codes: &mut [i8], da: &mut [f32], sa: &mut [f32]) {
+    let sum = |c: &[i8]| c.iter().map(|&v| i32::from(v)).sum::<i32>();
+    match act {
+        ActType::Q8_0 | ActType::Q8_1 => {
+            let (bytes, at) = if act == ActType::Q8_0 {
+                (34, 2)
+            } else {
+                (36, 4)
+            };
+            for (i, b) in q.chunks_exact(bytes).enumerate() {
+                let c = &mut codes[32 * i..32 * i + 32];
+                for (o, &x) in c.iter_mut().zip(&b[at..at + 32]) {
+                    *o = x as i8;
+                }
+                let d = f16_at(b, 0);
+                da[i] = d;
+                sa[i] = if act == ActType::Q8_1 {
+                    f16_at(b, 2)
+                } else {
+                    d * sum(c) as f32
+                };
+            }
+        }
+        ActType::Q8_K => {
+            let per_block = 256 / g;
+            for (i, b) in q.chunks_exact(292).enumerate() {
+                let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                for (o, &x) in codes[256 * i..256 * i + 256].iter_mut().zip(&b[4..260]) {
+                    *o = x as i8;
+                }
+                for j in 0..per_block {
+                    // Block sums cover 16 elements each.
+                    let s: i32 = (0..g / 16)
+                        .map(|h| {
+                            let at = 260 + 2 * (j * g / 16 + h);
+                            i32::from(i16::from_le_bytes([b[at], b[at + 1]]))
+                        })
+                        .sum();
+                    da[i * per_block + j] = d;
+                    sa[i * per_block + j] = d * s as f32;
+                }
+            }
+        }
+        ActType::F16 | ActType::BF16 | ActType::F32 => {
+            unreachable!("float activations have no GEMM form")
+        }
+    }
+}
+
+/// Whether the panel GEMM runs on this CPU (it needs `vpdpbusd`).
+pub fn available() -> bool {
+    cfg!(target_arch = "x86_64") && Isa::best() >= Isa::Avx512Vnni
+}
+
+thread_local! {
+    static ACTS: RefCell<Acts> = RefCell::new(Acts::default());
+    static ACT_Q: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
+}
+
+/// `y[b * n_rows + r] = Σ_i W[r][i] · x[b * k + i]`, as [`crate::matmul::matmul`], through
+/// panels. The caller checked the sizes and that `ty` has a [`group_size`] dividing `k`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    pool: &ThreadPool,
+    kern: &Kernel,
+    w: &[u8],
+    row_bytes: usize,
+    n_rows: usize,
+    k: usize,
+    x: &[f32],
+    n_b: usize,
+    y: &mut [f32],
+    simd: bool,
+) {
+    let g = group_size(kern.ty).expect("type with a panel form");
+    let ng = k / g;
+    let act_bytes = kern.act.row_bytes(k).expect("k is whole activation blocks");
+    ACTS.with(|acts| {
+        let mut acts = acts.borrow_mut();
+        acts.codes.resize(n_b * k, 0);
+        acts.da.resize(n_b * ng, 0.0);
+        acts.sa.resize(n_b * ng, 0.0);
+        {
+            let Acts { codes, da, sa } = &mut *acts;
+            let (codes, da, sa) = (
+                SharedMut(codes.as_mut_ptr()),
+                SharedMut(da.as_mut_ptr()),
+                SharedMut(sa.as_mut_ptr()),
+            );
+            pool.run_chunks(n_b, |b| {
+                ACT_Q.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    buf.resize(act_bytes, 0);
+                    kernels::quantize_row(kern.act, &x[b * k..(b + 1) * k], &mut buf);
+                    // SAFETY: row b of each buffer is handed to this call alone (run_chunks
+                    // gives out each index once) and the buffers, sized for n_b rows above,
+                    // outlive the call.
+                    let (c, d, s) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(codes.get().add(b * k), k),
+                            std::slice::from_raw_parts_mut(da.get().add(b * ng), ng),
+                            std::slice::from_raw_parts_mut(sa.get().add(b * ng), ng),
+                        )
+                    };
+                    spread_row(kern.act, g, &buf, c, d, s);
+                })
+            });
+        }
+        let acts = &*acts;
+        let n_panels = n_rows.div_ceil(PANEL_ROWS);
+        let out = SharedMut(y.as_mut_ptr());
+        pool.run_chunks(n_panels, |p| {
+            PANEL.with(|panel| {
+                let mut panel = panel.borrow_mut();
+                let r0 = p * PANEL_ROWS;
+                let nr = PANEL_ROWS.min(n_rows - r0);
+                panel.fill(kern.ty, w, row_bytes, r0, nr, k, g);
+                let mut b = 0;
+                while b < n_b {
+                    let nt = ACT_TILE.min(n_b - b);
+                    let mut tile = [[0f32; PANEL_ROWS]; ACT_TILE];
+                    panel_tile(&panel, acts, k, g, b, nt, &mut tile, simd);
+                    for (t, row) in tile.iter().enumerate().take(nt) {
+                        for (r, &v) in row.iter().enumerate().take(nr) {
+                            // SAFETY: columns r0..r0+nr belong to this panel alone (each
+                            // panel index is handed out once); b + t < n_b and r0 + r <
+                            // n_rows keep the index inside `y`, which outlives the call.
+                            unsafe { *out.get().add((b + t) * n_rows + r0 + r) = v };
+                        }
+                    }
+                    b += nt;
+                }
+            })
+        });
+    });
+}
+
+/// `tile[t][r]` = row `r` of the panel · activation row `b0 + t`, for `t < nt`.
+#[allow(clippy::too_many_arguments)]
+fn panel_tile(
+    panel: &Panel,
+    acts: &Acts,
+    k: usize,
+    g: usize,
+    b0: usize,
+    nt: usize,
+    tile: &mut [[f32; PANEL_ROWS]; ACT_TILE],
+    simd: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is only set when `available()` confirmed AVX-512 VNNI; the panel
+        // and activation buffers hold `k` codes and `k / g` groups per row, as filled above.
+        unsafe { x86::panel_tile(panel, acts, k, g, b0, nt, tile) };
+        return;
+    }
+    let _ = simd;
+    panel_tile_scalar(panel, acts, k, g, b0, nt, tile);
+}
+
+/// The reference microkernel: the same sums in plain Rust.
+fn panel_tile_scalar(
+    panel: &Panel,
+    acts: &Acts,
+    k: usize,
+    g: usize,
+    b0: usize,
+    nt: usize,
+    tile: &mut [[f32; PANEL_ROWS]; ACT_TILE],
+) {
+    let ng = k / g;
+    for (t, out) in tile.iter_mut().enumerate().take(nt) {
+        let b = b0 + t;
+        let a = &acts.codes[b * k..(b + 1) * k];
+        for (r, o) in out.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for grp in 0..ng {
+                let mut isum = 0i32;
+                for e in 0..g {
+                    let i = grp * g + e;
+                    let q = panel.codes[((i / 4) * PANEL_ROWS + r) * 4 + i % 4];
+                    isum += i32::from(q) * i32::from(a[i]);
+                }
+                let (d, m) = (panel.d[grp * PANEL_ROWS + r], panel.m[grp * PANEL_ROWS + r]);
+                acc += isum as f32 * (d * acts.da[b * ng + grp]) + m * acts.sa[b * ng + grp];
+            }
+            *o = acc;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
