@@ -65,12 +65,26 @@ fn model_info(path: &std::path::Path, model: &Model) -> Info {
             *by_type.entry(t.ty).or_default() += t.n_bytes;
         }
     }
-    // The type holding most matrix bytes names the file (llama-bench prints the file type).
-    let ty = by_type
-        .iter()
-        .max_by_key(|(_, b)| **b)
-        .map(|(t, _)| t.to_string())
-        .unwrap_or_default();
+    // The file type as its writer declared it (llama-bench prints the same), else the type
+    // holding most matrix bytes (a Q4_K_M file is mostly Q5_0/Q8_0 bytes on small models).
+    let declared = file
+        .metadata()
+        .get_u64("general.file_type")
+        .ok()
+        .flatten()
+        .and_then(|id| {
+            super::quantize::TARGETS
+                .iter()
+                .find(|t| u64::from(t.ftype) == id)
+        })
+        .map(|t| t.name.to_string());
+    let ty = declared.unwrap_or_else(|| {
+        by_type
+            .iter()
+            .max_by_key(|(_, b)| **b)
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_default()
+    });
     Info {
         path: path.display().to_string(),
         arch: model.config().arch.clone(),
