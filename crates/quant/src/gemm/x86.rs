@@ -1,9 +1,9 @@
 //! The AVX-512 VNNI panel microkernel: [`PANEL_ROWS`] weight rows × up to [`ACT_TILE`]
-//! activation rows, on 256-bit vectors (lane `r` = weight row `r`).
+//! activation rows, on 512-bit vectors (lane `r` = weight row `r`).
 //!
 //! Per group of `G` elements and activation row: `G/4` `vpdpbusd` (the panel's four codes
 //! of every row × four broadcast activation bytes), then one convert, one multiply and two
-//! fused multiply-adds for all eight weight rows together. Eight activation rows give eight
+//! fused multiply-adds for all sixteen weight rows together. Eight activation rows give eight
 //! independent accumulator chains, enough to hide `vpdpbusd`'s latency.
 
 use std::arch::x86_64::*;
@@ -59,27 +59,27 @@ unsafe fn run<const T: usize, const G: usize>(
     let a: [*const i8; T] = std::array::from_fn(|t| acts.codes.as_ptr().add((b + t) * k));
     let da: [*const f32; T] = std::array::from_fn(|t| acts.da.as_ptr().add((b + t) * ng));
     let sa: [*const f32; T] = std::array::from_fn(|t| acts.sa.as_ptr().add((b + t) * ng));
-    let mut facc = [_mm256_setzero_ps(); T];
+    let mut facc = [_mm512_setzero_ps(); T];
     for grp in 0..ng {
-        let mut iacc = [_mm256_setzero_si256(); T];
+        let mut iacc = [_mm512_setzero_si512(); T];
         for qd in 0..quads {
-            let wv = _mm256_loadu_si256(codes.add((grp * quads + qd) * 32) as *const __m256i);
+            let wv = _mm512_loadu_si512(codes.add((grp * quads + qd) * 4 * PANEL_ROWS) as *const _);
             let e = grp * G + qd * 4;
             for t in 0..T {
-                let av = _mm256_set1_epi32(read_unaligned(a[t].add(e) as *const i32));
-                iacc[t] = _mm256_dpbusd_epi32(iacc[t], wv, av);
+                let av = _mm512_set1_epi32(read_unaligned(a[t].add(e) as *const i32));
+                iacc[t] = _mm512_dpbusd_epi32(iacc[t], wv, av);
             }
         }
-        let dv = _mm256_loadu_ps(panel.d.as_ptr().add(grp * PANEL_ROWS));
-        let mv = _mm256_loadu_ps(panel.m.as_ptr().add(grp * PANEL_ROWS));
+        let dv = _mm512_loadu_ps(panel.d.as_ptr().add(grp * PANEL_ROWS));
+        let mv = _mm512_loadu_ps(panel.m.as_ptr().add(grp * PANEL_ROWS));
         for t in 0..T {
-            let s = _mm256_mul_ps(dv, _mm256_set1_ps(*da[t].add(grp)));
-            facc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[t]), s, facc[t]);
-            facc[t] = _mm256_fmadd_ps(mv, _mm256_set1_ps(*sa[t].add(grp)), facc[t]);
+            let s = _mm512_mul_ps(dv, _mm512_set1_ps(*da[t].add(grp)));
+            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[t]), s, facc[t]);
+            facc[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(*sa[t].add(grp)), facc[t]);
         }
     }
     for (t, acc) in facc.iter().enumerate() {
-        _mm256_storeu_ps(out[t].as_mut_ptr(), *acc);
+        _mm512_storeu_ps(out[t].as_mut_ptr(), *acc);
     }
     T
 }
