@@ -41,15 +41,16 @@ pub const PANEL_ROWS: usize = 16;
 /// Activation rows the microkernel carries at once (eight accumulators of eight rows).
 const ACT_TILE: usize = 8;
 
-/// One decoded panel: codes in `[group][quad][row][4]` order, then per group eight `d` and
-/// eight `m` (rows past the matrix's end are zero and produce zeros).
+/// One decoded panel: codes in `[group][quad][row]` order, four codes of one row per `u32`
+/// (little-endian, element order), then per group [`PANEL_ROWS`] `d` and `m` (rows past the
+/// matrix's end are zero and produce zeros).
 #[derive(Default)]
 pub(crate) struct Panel {
-    codes: Vec<u8>,
+    codes: Vec<u32>,
     d: Vec<f32>,
     m: Vec<f32>,
-    /// Scratch for one decoded row.
-    row_q: Vec<u8>,
+    /// Scratch: the panel's rows decoded row-major, and one row's scales.
+    rows_q: Vec<u8>,
     row_d: Vec<f32>,
     row_m: Vec<f32>,
 }
@@ -69,25 +70,37 @@ impl Panel {
         g: usize,
     ) {
         let ng = k / g;
-        self.codes.clear();
-        self.codes.resize(k * PANEL_ROWS, 0);
-        self.d.clear();
+        self.codes.resize(k / 4 * PANEL_ROWS, 0);
         self.d.resize(ng * PANEL_ROWS, 0.0);
-        self.m.clear();
         self.m.resize(ng * PANEL_ROWS, 0.0);
-        self.row_q.resize(k, 0);
         self.row_d.resize(ng, 0.0);
         self.row_m.resize(ng, 0.0);
-        for r in 0..nr {
-            let row = &w[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
-            decode::decode_row(ty, row, &mut self.row_q, &mut self.row_d, &mut self.row_m);
-            for (quad, q4) in self.row_q.chunks_exact(4).enumerate() {
-                let at = (quad * PANEL_ROWS + r) * 4;
-                self.codes[at..at + 4].copy_from_slice(q4);
+        // Decode row by row, then interleave with sequential writes: scattering each row's
+        // quads straight into the panel made one store per cache line and cost as much as
+        // the products themselves at 64-token batches.
+        self.rows_q.resize(PANEL_ROWS * k, 0);
+        for r in 0..PANEL_ROWS {
+            let (q, at) = (&mut self.rows_q[r * k..(r + 1) * k], r);
+            if r >= nr {
+                q.fill(0);
+                for grp in 0..ng {
+                    self.d[grp * PANEL_ROWS + at] = 0.0;
+                    self.m[grp * PANEL_ROWS + at] = 0.0;
+                }
+                continue;
             }
+            let row = &w[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
+            decode::decode_row(ty, row, q, &mut self.row_d, &mut self.row_m);
             for grp in 0..ng {
                 self.d[grp * PANEL_ROWS + r] = self.row_d[grp];
                 self.m[grp * PANEL_ROWS + r] = self.row_m[grp];
+            }
+        }
+        let rows: [&[u8]; PANEL_ROWS] = std::array::from_fn(|r| &self.rows_q[r * k..(r + 1) * k]);
+        for (quad, out) in self.codes.chunks_exact_mut(PANEL_ROWS).enumerate() {
+            for (c, row) in out.iter_mut().zip(&rows) {
+                let q = &row[4 * quad..4 * quad + 4];
+                *c = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
             }
         }
     }
@@ -289,8 +302,8 @@ fn panel_tile_scalar(
                 let mut isum = 0i32;
                 for e in 0..g {
                     let i = grp * g + e;
-                    let q = panel.codes[((i / 4) * PANEL_ROWS + r) * 4 + i % 4];
-                    isum += i32::from(q) * i32::from(a[i]);
+                    let q = (panel.codes[(i / 4) * PANEL_ROWS + r] >> (8 * (i % 4))) & 0xff;
+                    isum += q as i32 * i32::from(a[i]);
                 }
                 let (d, m) = (panel.d[grp * PANEL_ROWS + r], panel.m[grp * PANEL_ROWS + r]);
                 acc += isum as f32 * (d * acts.da[b * ng + grp]) + m * acts.sa[b * ng + grp];

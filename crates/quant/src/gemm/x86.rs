@@ -55,7 +55,7 @@ unsafe fn run<const T: usize, const G: usize>(
 ) -> usize {
     let ng = k / G;
     let quads = G / 4;
-    let codes = panel.codes.as_ptr();
+    let codes = panel.codes.as_ptr() as *const u8;
     let a: [*const i8; T] = std::array::from_fn(|t| acts.codes.as_ptr().add((b + t) * k));
     let da: [*const f32; T] = std::array::from_fn(|t| acts.da.as_ptr().add((b + t) * ng));
     let sa: [*const f32; T] = std::array::from_fn(|t| acts.sa.as_ptr().add((b + t) * ng));
