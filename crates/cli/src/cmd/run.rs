@@ -88,12 +88,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         logprobs: args.logprobs.unwrap_or(0),
         beams: args.beams,
     };
+    let started = std::time::Instant::now();
+    let mut ttft_ms = None;
     let mut gen = session.generate(Prompt::Ids(ids), opts)?;
     let mut out = std::io::stdout().lock();
     let mut gen_ids = Vec::new();
     let mut top = Vec::new();
     for token in &mut gen {
         let token = token?;
+        ttft_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1000.0);
         gen_ids.push(token.id);
         if args.logprobs.is_some() {
             top.push(
@@ -125,6 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         v["stop_reason"] = json!(reason.as_str());
         v["timings"] = json!({
             "load_ms": load_ms,
+            "ttft_ms": ttft_ms,
             "prompt_tokens_per_s": t.prompt_tokens_per_s(),
             "gen_tokens_per_s": t.gen_tokens_per_s(),
         });
