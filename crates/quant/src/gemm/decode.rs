@@ -53,6 +53,25 @@ fn two_bits(plane: &[u8], e: usize) -> u8 {
 /// Decodes one row of `ty` (whole blocks) into codes `q` (one per element) and the per-group
 /// `d`/`m` (one per [`group_size`] elements).
 pub(crate) fn decode_row(ty: GgmlType, row: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::Isa::best() >= crate::kernels::Isa::Avx2 {
+        // SAFETY: AVX2 and F16C were detected (Isa::Avx2 requires both).
+        unsafe { decode_row_avx2(ty, row, q, d, m) };
+        return;
+    }
+    decode_row_any(ty, row, q, d, m);
+}
+
+/// The same code compiled for AVX2: the per-element loops vectorise (a third of panel
+/// decoding time at 64-token batches went to the baseline build's scalar loops).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_row_avx2(ty: GgmlType, row: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
+    decode_row_any(ty, row, q, d, m);
+}
+
+#[inline(always)]
+fn decode_row_any(ty: GgmlType, row: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
     match ty {
         GgmlType::Q4_0 | GgmlType::IQ4_NL => {
             for (i, b) in row.chunks_exact(Q4_0_BYTES).enumerate() {
