@@ -65,7 +65,10 @@ pub fn gemm_acc(
     assert!(ldc >= n, "gemm_acc: ldc {ldc} < n {n}");
     assert!((m - 1) * ldc + n <= c.len(), "gemm_acc: C too short");
     if k > 0 {
-        assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "gemm_acc: A too short");
+        assert!(
+            (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+            "gemm_acc: A too short"
+        );
         assert!((k - 1) * ldb + n <= b.len(), "gemm_acc: B too short");
     }
     if let Some(s) = c_scale {
@@ -260,7 +263,7 @@ mod x86 {
         8.333_452e-3,
         4.166_579_6e-2,
         1.666_666_5e-1,
-        5.000_000_1e-1,
+        0.5,
     ];
 
     /// A row of `B`, 16 lanes at a time, as f32.
@@ -557,7 +560,10 @@ mod x86 {
     /// e^x on 16 lanes; 0 below about −103.9 (and for −∞).
     #[inline(always)]
     pub(super) unsafe fn exp512(x: __m512) -> __m512 {
-        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0)), _mm512_set1_ps(88.7));
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-104.0)),
+            _mm512_set1_ps(88.7),
+        );
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
         );
@@ -567,7 +573,11 @@ mod x86 {
         for &c in &P[1..] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
-        let y = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+        let y = _mm512_fmadd_ps(
+            _mm512_mul_ps(p, r),
+            r,
+            _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+        );
         // scalef scales by 2^n with correct underflow to denormals and zero.
         _mm512_scalef_ps(y, n)
     }
@@ -587,7 +597,11 @@ mod x86 {
         for &c in &P[1..] {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
         }
-        let y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+        let y = _mm256_fmadd_ps(
+            _mm256_mul_ps(p, r),
+            r,
+            _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+        );
         // n ∈ [−126, 127] after the clamp: 2^n is a normal float built from its exponent.
         let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
             _mm256_cvtps_epi32(n),
@@ -621,11 +635,8 @@ mod x86 {
             // scores are −∞ and give 0, and alpha = exp(−∞ − 0) would be 0, so set it to 1.
             let dead = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(mx, ninf);
             let sub = _mm512_mask_mov_ps(mx, dead, _mm512_setzero_ps());
-            let a = _mm512_mask_mov_ps(
-                exp512(_mm512_sub_ps(m_old, sub)),
-                dead,
-                _mm512_set1_ps(1.0),
-            );
+            let a =
+                _mm512_mask_mov_ps(exp512(_mm512_sub_ps(m_old, sub)), dead, _mm512_set1_ps(1.0));
             let mut sum = _mm512_setzero_ps();
             for j in 0..nk {
                 let p = s.add(j * r + c0);
@@ -664,11 +675,7 @@ mod x86 {
             }
             let dead = _mm256_cmp_ps::<_CMP_EQ_OQ>(mx, ninf);
             let sub = _mm256_andnot_ps(dead, mx);
-            let a = _mm256_blendv_ps(
-                exp256(_mm256_sub_ps(m_old, sub)),
-                _mm256_set1_ps(1.0),
-                dead,
-            );
+            let a = _mm256_blendv_ps(exp256(_mm256_sub_ps(m_old, sub)), _mm256_set1_ps(1.0), dead);
             let mut sum = _mm256_setzero_ps();
             for j in 0..nk {
                 let p = s.add(j * r + c0);
@@ -786,8 +793,8 @@ mod tests {
                                     let mut want = c0[i * ldc + j] as f64 * s;
                                     let mut mag = want.abs();
                                     for p in 0..k {
-                                        let t = a[i * a_rs + p * a_cs] as f64
-                                            * bv[p * ldb + j] as f64;
+                                        let t =
+                                            a[i * a_rs + p * a_cs] as f64 * bv[p * ldb + j] as f64;
                                         want += t;
                                         mag += t.abs();
                                     }
@@ -818,7 +825,10 @@ mod tests {
         let check = |name: &str, got: f32, x: f32| {
             let want = (x as f64).exp();
             let rel = ((got as f64 - want) / want).abs();
-            assert!(rel <= 1.5e-7, "{name} exp({x}) = {got}, want {want} (rel {rel:e})");
+            assert!(
+                rel <= 1.5e-7,
+                "{name} exp({x}) = {got}, want {want} (rel {rel:e})"
+            );
         };
         for isa in isas() {
             for &x in &xs {
@@ -881,7 +891,8 @@ mod tests {
                 })
                 .collect();
             let run = |isa: Isa| {
-                let (mut m, mut l, mut a) = (vec![f32::NEG_INFINITY; r], vec![0.0; r], vec![0.0; r]);
+                let (mut m, mut l, mut a) =
+                    (vec![f32::NEG_INFINITY; r], vec![0.0; r], vec![0.0; r]);
                 let mut out = Vec::new();
                 for t in &tiles {
                     let mut s = t.clone();
