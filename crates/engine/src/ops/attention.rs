@@ -12,7 +12,7 @@ use std::cell::RefCell;
 
 use half::slice::HalfFloatSliceExt;
 
-use ferrite_quant::kernels::vec::{gemm_acc, softmax_tile};
+use ferrite_quant::kernels::vec::{dot_rows, gemm_acc, softmax_rows, softmax_tile, Elems};
 use ferrite_quant::matmul::ThreadPool;
 
 use crate::kv_cache::KvView;
@@ -43,12 +43,18 @@ const BK: usize = 64;
 /// conversion, few enough that the unit's Qᵀ, scores and output stay in L2.
 const MAX_ROWS: usize = 64;
 
+/// Below this many query rows in a unit (one generated token's heads), scores are dot
+/// products of each key in its stored type, stored row-major so the softmax runs along keys:
+/// too few queries share a K tile to pay for converting it and for lanes across queries.
+const NARROW_ROWS: usize = 8;
+
 /// Per-thread tiles, reused across calls.
 #[derive(Default)]
 struct Tiles {
-    /// `[hd_k, rows]`: the unit's queries, transposed and scaled.
+    /// The unit's queries, scaled: `[hd_k, rows]`, or `[rows, hd_k]` when narrow.
     qt: Vec<f32>,
-    /// `[BK, rows]`: scores, then probabilities, of one key tile.
+    /// Scores, then probabilities, of one key tile: `[BK, rows]`, or `[rows, BK]` when
+    /// narrow.
     st: Vec<f32>,
     /// `[BK, hd_k]`: one K tile converted to f32 (f16 caches only).
     kt: Vec<f32>,
@@ -98,16 +104,19 @@ impl Plan<'_> {
         let kend = qp_max + 1;
         let kstride = p.n_head_kv * hd_k;
         let vstride = p.n_head_kv * hd_v;
+        let narrow = rows < NARROW_ROWS;
         TILES.with(|cell| {
             let mut guard = cell.borrow_mut();
             let t = &mut *guard;
+            // Queries scaled, as rows `[rows, hd_k]` (narrow) or transposed `[hd_k, rows]`.
             t.qt.resize(hd_k * rows, 0.0);
             for tl in 0..nt {
                 for hh in 0..hs {
                     let r = tl * hs + hh;
                     let qrow = &self.q[((t0 + tl) * p.n_head + h0 + hh) * hd_k..][..hd_k];
                     for (d, &x) in qrow.iter().enumerate() {
-                        t.qt[d * rows + r] = x * p.scale;
+                        let at = if narrow { r * hd_k + d } else { d * rows + r };
+                        t.qt[at] = x * p.scale;
                     }
                 }
             }
@@ -119,39 +128,53 @@ impl Plan<'_> {
             t.l.clear();
             t.l.resize(rows, 0.0);
             t.alpha.resize(rows, 0.0);
+            // Score (key j, row r) lives at st[j·js + r·rs].
+            let (js, rs) = if narrow { (1, BK) } else { (rows, 1) };
             let mut k0 = kstart;
             while k0 < kend {
                 let nk = BK.min(kend - k0);
-                let st = &mut t.st[..nk * rows];
-                st.fill(0.0);
+                let st = &mut t.st[..];
                 let koff = k0 * kstride + g * hd_k;
-                let (ka, ka_rs) = match self.k {
-                    KvView::F32(kc) => (&kc[koff..], kstride),
-                    KvView::F16(kc) => {
-                        t.kt.resize(BK * hd_k, 0.0);
-                        for (j, row) in t.kt.chunks_exact_mut(hd_k).take(nk).enumerate() {
-                            // Uses F16C when the CPU has it.
-                            kc[koff + j * kstride..][..hd_k].convert_to_f32_slice(row);
+                if narrow {
+                    // Few rows share these keys: dot each key in its stored type.
+                    let kv = self.k.slice_from(koff);
+                    dot_rows(&t.qt, rows, hd_k, kv, kstride, nk, st, BK);
+                } else {
+                    let st = &mut st[..nk * rows];
+                    st.fill(0.0);
+                    let (ka, ka_rs) = match self.k {
+                        KvView::F32(kc) => (&kc[koff..], kstride),
+                        KvView::F16(kc) => {
+                            t.kt.resize(BK * hd_k, 0.0);
+                            for (j, row) in t.kt.chunks_exact_mut(hd_k).take(nk).enumerate() {
+                                // Uses F16C when the CPU has it.
+                                kc[koff + j * kstride..][..hd_k].convert_to_f32_slice(row);
+                            }
+                            (&t.kt[..], hd_k)
                         }
-                        (&t.kt[..], hd_k)
-                    }
-                };
-                // S[j][r] = k_j · q_r (scale folded into q).
-                gemm_acc(
-                    nk,
-                    rows,
-                    hd_k,
-                    ka,
-                    ka_rs,
-                    1,
-                    ferrite_quant::kernels::vec::Elems::F32(&t.qt),
-                    rows,
-                    st,
-                    rows,
-                    None,
-                );
+                    };
+                    // S[j][r] = k_j · q_r, all the unit's queries per K element loaded.
+                    gemm_acc(
+                        nk,
+                        rows,
+                        hd_k,
+                        ka,
+                        ka_rs,
+                        1,
+                        Elems::F32(&t.qt),
+                        rows,
+                        st,
+                        rows,
+                        None,
+                    );
+                }
                 if let Some(cap) = p.softcap {
-                    st.iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
+                    for r in 0..rows {
+                        for j in 0..nk {
+                            let x = &mut st[j * js + r * rs];
+                            *x = cap * (*x / cap).tanh();
+                        }
+                    }
                 }
                 // Only tiles crossing the diagonal or the window's edge need a mask.
                 let k_last = k0 + nk - 1;
@@ -161,20 +184,26 @@ impl Plan<'_> {
                         for tl in 0..nt {
                             let qp = qp_min + tl;
                             if kp > qp || p.window.is_some_and(|w| qp - kp >= w) {
-                                st[j * rows + tl * hs..][..hs].fill(f32::NEG_INFINITY);
+                                for hh in 0..hs {
+                                    st[j * js + (tl * hs + hh) * rs] = f32::NEG_INFINITY;
+                                }
                             }
                         }
                     }
                 }
-                softmax_tile(st, nk, rows, &mut t.m, &mut t.l, &mut t.alpha);
-                // O[r] = O[r]·α[r] + Σ_j P[r][j]·v_j, with P read column-major from S.
+                if narrow {
+                    softmax_rows(st, rows, nk, BK, &mut t.m, &mut t.l, &mut t.alpha);
+                } else {
+                    softmax_tile(st, nk, rows, &mut t.m, &mut t.l, &mut t.alpha);
+                }
+                // O[r] = O[r]·α[r] + Σ_j P[r][j]·v_j, V read in its stored type.
                 gemm_acc(
                     rows,
                     hd_v,
                     nk,
                     st,
-                    1,
-                    rows,
+                    rs,
+                    js,
                     self.v.slice_from(k0 * vstride + g * hd_v),
                     vstride,
                     &mut t.o,
@@ -229,7 +258,7 @@ pub fn attention(
     };
     // A few units per thread, so one descheduled thread does not hold up the rest (causal
     // rows also differ in length); as many tokens per unit as that allows, up to MAX_ROWS.
-    let want = 4 * threads;
+    let want = if threads == 1 { 1 } else { 4 * threads };
     let bq = (n_tok * p.n_head_kv)
         .div_ceil(want)
         .clamp(1, (MAX_ROWS / group).max(1))
