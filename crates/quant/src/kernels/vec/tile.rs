@@ -414,6 +414,12 @@ mod x86 {
         0.5,
     ];
 
+    /// Steps of `k` summed into a fresh register before joining the accumulator: a score is
+    /// a sum of up to 256 products of sizeable numbers, and one long f32 chain lost ~5x the
+    /// precision of a split sum (enough to move a gemma logit by 1 nat at a sensitive
+    /// position).
+    const KB: usize = 16;
+
     /// A row of `B`, 16 lanes at a time, as f32.
     pub(super) trait Load512: Copy {
         unsafe fn load(p: *const Self, mask: __mmask16) -> __m512;
@@ -502,19 +508,29 @@ mod x86 {
                 }
             }
         }
-        for p in 0..k {
-            let bp = b.add(p * ldb);
-            let mut bv = [_mm512_setzero_ps(); W];
-            for (w, x) in bv.iter_mut().enumerate() {
-                *x = T::load(bp.add(16 * w), mk[w]);
-            }
-            let ap = a.add(p * a_cs);
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*ap.add(r * a_rs));
-                for (v, x) in row.iter_mut().zip(&bv) {
-                    *v = _mm512_fmadd_ps(av, *x, *v);
+        let mut p0 = 0;
+        while p0 < k {
+            let mut blk = [[_mm512_setzero_ps(); W]; R];
+            for p in p0..(p0 + KB).min(k) {
+                let bp = b.add(p * ldb);
+                let mut bv = [_mm512_setzero_ps(); W];
+                for (w, x) in bv.iter_mut().enumerate() {
+                    *x = T::load(bp.add(16 * w), mk[w]);
+                }
+                let ap = a.add(p * a_cs);
+                for (r, row) in blk.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ap.add(r * a_rs));
+                    for (v, x) in row.iter_mut().zip(&bv) {
+                        *v = _mm512_fmadd_ps(av, *x, *v);
+                    }
                 }
             }
+            for (row, brow) in acc.iter_mut().zip(&blk) {
+                for (v, x) in row.iter_mut().zip(brow) {
+                    *v = _mm512_add_ps(*v, *x);
+                }
+            }
+            p0 += KB;
         }
         for (r, row) in acc.iter().enumerate() {
             for (w, v) in row.iter().enumerate() {
@@ -611,19 +627,29 @@ mod x86 {
                 }
             }
         }
-        for p in 0..k {
-            let bp = b.add(p * ldb);
-            let mut bv = [_mm256_setzero_ps(); W];
-            for (w, x) in bv.iter_mut().enumerate() {
-                *x = T::load(bp.add(8 * w));
-            }
-            let ap = a.add(p * a_cs);
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_set1_ps(*ap.add(r * a_rs));
-                for (v, x) in row.iter_mut().zip(&bv) {
-                    *v = _mm256_fmadd_ps(av, *x, *v);
+        let mut p0 = 0;
+        while p0 < k {
+            let mut blk = [[_mm256_setzero_ps(); W]; R];
+            for p in p0..(p0 + KB).min(k) {
+                let bp = b.add(p * ldb);
+                let mut bv = [_mm256_setzero_ps(); W];
+                for (w, x) in bv.iter_mut().enumerate() {
+                    *x = T::load(bp.add(8 * w));
+                }
+                let ap = a.add(p * a_cs);
+                for (r, row) in blk.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*ap.add(r * a_rs));
+                    for (v, x) in row.iter_mut().zip(&bv) {
+                        *v = _mm256_fmadd_ps(av, *x, *v);
+                    }
                 }
             }
+            for (row, brow) in acc.iter_mut().zip(&blk) {
+                for (v, x) in row.iter_mut().zip(brow) {
+                    *v = _mm256_add_ps(*v, *x);
+                }
+            }
+            p0 += KB;
         }
         for (r, row) in acc.iter().enumerate() {
             for (w, v) in row.iter().enumerate() {
@@ -632,7 +658,7 @@ mod x86 {
         }
     }
 
-    /// [`super::gemm_acc`] with AVX2: column blocks of 16 (4 rows at a time) or 8 (8 rows
+    /// [`super::gemm_acc`] with AVX2: column blocks of 16 (2 rows at a time) or 8 (4 rows
     /// at a time); the last `n % 8` columns in scalar code.
     ///
     /// Callers guarantee AVX2, FMA and F16C, and the bounds [`super::gemm_acc`] checks.
@@ -665,22 +691,17 @@ mod x86 {
                         micro256::<T, $r, $w>(k, ai, a_rs, a_cs, bj, ldb, ci, ldc, csi)
                     };
                 }
+                // Each accumulator has a block partner: 8 of the 16 ymm registers.
                 let rows = if wide {
-                    let rows = (m - i0).min(4);
+                    let rows = (m - i0).min(2);
                     match rows {
-                        4 => go!(4, 2),
-                        3 => go!(3, 2),
                         2 => go!(2, 2),
                         _ => go!(1, 2),
                     }
                     rows
                 } else {
-                    let rows = (m - i0).min(8);
+                    let rows = (m - i0).min(4);
                     match rows {
-                        8 => go!(8, 1),
-                        7 => go!(7, 1),
-                        6 => go!(6, 1),
-                        5 => go!(5, 1),
                         4 => go!(4, 1),
                         3 => go!(3, 1),
                         2 => go!(2, 1),
