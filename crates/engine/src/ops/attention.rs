@@ -12,7 +12,7 @@ use std::cell::RefCell;
 
 use half::slice::HalfFloatSliceExt;
 
-use ferrite_quant::kernels::vec::{dot_rows, gemm_acc, softmax_rows, softmax_tile, Elems};
+use ferrite_quant::kernels::vec::{gemm_acc, softmax_tile, Elems};
 use ferrite_quant::matmul::ThreadPool;
 
 use crate::kv_cache::KvView;
@@ -43,18 +43,12 @@ const BK: usize = 64;
 /// conversion, few enough that the unit's Qᵀ, scores and output stay in L2.
 const MAX_ROWS: usize = 64;
 
-/// Below this many query rows in a unit (one generated token's heads), scores are dot
-/// products of each key in its stored type, stored row-major so the softmax runs along keys:
-/// too few queries share a K tile to pay for converting it and for lanes across queries.
-const NARROW_ROWS: usize = 8;
-
 /// Per-thread tiles, reused across calls.
 #[derive(Default)]
 struct Tiles {
-    /// The unit's queries, scaled: `[hd_k, rows]`, or `[rows, hd_k]` when narrow.
+    /// `[hd_k, rows]`: the unit's queries, transposed and scaled.
     qt: Vec<f32>,
-    /// Scores, then probabilities, of one key tile: `[BK, rows]`, or `[rows, BK]` when
-    /// narrow.
+    /// `[BK, rows]`: scores, then probabilities, of one key tile.
     st: Vec<f32>,
     /// `[BK, hd_k]`: one K tile converted to f32 (f16 caches only).
     kt: Vec<f32>,
@@ -100,23 +94,24 @@ impl Plan<'_> {
         let rows = nt * hs;
         let qp_min = self.pos0 + t0;
         let qp_max = qp_min + nt - 1;
-        let kstart = p.window.map_or(0, |w| (qp_min + 1).saturating_sub(w));
+        // Tiles start at multiples of BK whatever the unit, and every key a row does not see
+        // is masked to an exact 0: a query's result is then bit-identical however the batch
+        // was cut (a whole prompt, or a cached prefix plus its last token), which greedy
+        // serving relies on (a re-sent prompt must give the same reply).
+        let kstart = p.window.map_or(0, |w| (qp_min + 1).saturating_sub(w)) / BK * BK;
         let kend = qp_max + 1;
         let kstride = p.n_head_kv * hd_k;
         let vstride = p.n_head_kv * hd_v;
-        let narrow = rows < NARROW_ROWS;
         TILES.with(|cell| {
             let mut guard = cell.borrow_mut();
             let t = &mut *guard;
-            // Queries scaled, as rows `[rows, hd_k]` (narrow) or transposed `[hd_k, rows]`.
             t.qt.resize(hd_k * rows, 0.0);
             for tl in 0..nt {
                 for hh in 0..hs {
                     let r = tl * hs + hh;
                     let qrow = &self.q[((t0 + tl) * p.n_head + h0 + hh) * hd_k..][..hd_k];
                     for (d, &x) in qrow.iter().enumerate() {
-                        let at = if narrow { r * hd_k + d } else { d * rows + r };
-                        t.qt[at] = x * p.scale;
+                        t.qt[d * rows + r] = x * p.scale;
                     }
                 }
             }
@@ -128,53 +123,39 @@ impl Plan<'_> {
             t.l.clear();
             t.l.resize(rows, 0.0);
             t.alpha.resize(rows, 0.0);
-            // Score (key j, row r) lives at st[j·js + r·rs].
-            let (js, rs) = if narrow { (1, BK) } else { (rows, 1) };
             let mut k0 = kstart;
             while k0 < kend {
                 let nk = BK.min(kend - k0);
-                let st = &mut t.st[..];
                 let koff = k0 * kstride + g * hd_k;
-                if narrow {
-                    // Few rows share these keys: dot each key in its stored type.
-                    let kv = self.k.slice_from(koff);
-                    dot_rows(&t.qt, rows, hd_k, kv, kstride, nk, st, BK);
-                } else {
-                    let st = &mut st[..nk * rows];
-                    st.fill(0.0);
-                    let (ka, ka_rs) = match self.k {
-                        KvView::F32(kc) => (&kc[koff..], kstride),
-                        KvView::F16(kc) => {
-                            t.kt.resize(BK * hd_k, 0.0);
-                            for (j, row) in t.kt.chunks_exact_mut(hd_k).take(nk).enumerate() {
-                                // Uses F16C when the CPU has it.
-                                kc[koff + j * kstride..][..hd_k].convert_to_f32_slice(row);
-                            }
-                            (&t.kt[..], hd_k)
+                let st = &mut t.st[..nk * rows];
+                st.fill(0.0);
+                let (ka, ka_rs) = match self.k {
+                    KvView::F32(kc) => (&kc[koff..], kstride),
+                    KvView::F16(kc) => {
+                        t.kt.resize(BK * hd_k, 0.0);
+                        for (j, row) in t.kt.chunks_exact_mut(hd_k).take(nk).enumerate() {
+                            // Uses F16C when the CPU has it.
+                            kc[koff + j * kstride..][..hd_k].convert_to_f32_slice(row);
                         }
-                    };
-                    // S[j][r] = k_j · q_r, all the unit's queries per K element loaded.
-                    gemm_acc(
-                        nk,
-                        rows,
-                        hd_k,
-                        ka,
-                        ka_rs,
-                        1,
-                        Elems::F32(&t.qt),
-                        rows,
-                        st,
-                        rows,
-                        None,
-                    );
-                }
-                if let Some(cap) = p.softcap {
-                    for r in 0..rows {
-                        for j in 0..nk {
-                            let x = &mut st[j * js + r * rs];
-                            *x = cap * (*x / cap).tanh();
-                        }
+                        (&t.kt[..], hd_k)
                     }
+                };
+                // S[j][r] = k_j · q_r, all the unit's queries per K element loaded.
+                gemm_acc(
+                    nk,
+                    rows,
+                    hd_k,
+                    ka,
+                    ka_rs,
+                    1,
+                    Elems::F32(&t.qt),
+                    rows,
+                    st,
+                    rows,
+                    None,
+                );
+                if let Some(cap) = p.softcap {
+                    st.iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
                 }
                 // Only tiles crossing the diagonal or the window's edge need a mask.
                 let k_last = k0 + nk - 1;
@@ -184,26 +165,20 @@ impl Plan<'_> {
                         for tl in 0..nt {
                             let qp = qp_min + tl;
                             if kp > qp || p.window.is_some_and(|w| qp - kp >= w) {
-                                for hh in 0..hs {
-                                    st[j * js + (tl * hs + hh) * rs] = f32::NEG_INFINITY;
-                                }
+                                st[j * rows + tl * hs..][..hs].fill(f32::NEG_INFINITY);
                             }
                         }
                     }
                 }
-                if narrow {
-                    softmax_rows(st, rows, nk, BK, &mut t.m, &mut t.l, &mut t.alpha);
-                } else {
-                    softmax_tile(st, nk, rows, &mut t.m, &mut t.l, &mut t.alpha);
-                }
+                softmax_tile(st, nk, rows, &mut t.m, &mut t.l, &mut t.alpha);
                 // O[r] = O[r]·α[r] + Σ_j P[r][j]·v_j, V read in its stored type.
                 gemm_acc(
                     rows,
                     hd_v,
                     nk,
                     st,
-                    rs,
-                    js,
+                    1,
+                    rows,
                     self.v.slice_from(k0 * vstride + g * hd_v),
                     vstride,
                     &mut t.o,
@@ -443,6 +418,58 @@ mod tests {
             .map(|(&g, &w)| (g as f64 - w).abs())
             .fold(0.0, f64::max);
         assert!(worst <= 5e-6, "worst {worst:e}");
+    }
+
+    /// A query's output is bit-identical however the batch was cut: the whole sequence at
+    /// once versus a cached prefix followed by the rest in pieces (down to single tokens),
+    /// with and without a window, on 1 and 2 threads. Greedy serving relies on it (a
+    /// re-sent prompt reuses its cached prefix and must give the same reply).
+    #[test]
+    fn output_does_not_depend_on_how_the_batch_is_cut() {
+        let mut rng = Rng(33);
+        for window in [None, Some(50)] {
+            let p = AttnParams {
+                n_head: 9,
+                n_head_kv: 3,
+                head_dim_k: 64,
+                head_dim_v: 64,
+                scale: 0.125,
+                softcap: None,
+                window,
+            };
+            let n = 150;
+            let q = rng.vec(n * 9 * 64, 3.0);
+            let k: Vec<f16> = rng
+                .vec(n * 3 * 64, 2.0)
+                .iter()
+                .map(|&x| f16::from_f32(x))
+                .collect();
+            let v: Vec<f16> = rng
+                .vec(n * 3 * 64, 1.0)
+                .iter()
+                .map(|&x| f16::from_f32(x))
+                .collect();
+            let (kv, vv) = (KvView::F16(&k), KvView::F16(&v));
+            let row = 9 * 64;
+            for pool in [ThreadPool::new(1), ThreadPool::new(2)] {
+                let mut whole = vec![0.0; n * row];
+                attention(&pool, &q, kv, vv, 0, n, &p, &mut whole);
+                for cuts in [&[37, 149, 150][..], &[1, 2, 70, 71, 150], &[64, 129, 150]] {
+                    let mut pos0 = 0;
+                    for &end in cuts {
+                        let m = end - pos0;
+                        let mut out = vec![0.0; m * row];
+                        let qs = &q[pos0 * row..end * row];
+                        attention(&pool, qs, kv, vv, pos0, m, &p, &mut out);
+                        assert!(
+                            out == whole[pos0 * row..end * row],
+                            "window {window:?} cuts {cuts:?} at {pos0}..{end}"
+                        );
+                        pos0 = end;
+                    }
+                }
+            }
+        }
     }
 
     /// Tiled attention against [`naive`] on random data over odd shapes: 1, 3, 17 and 70

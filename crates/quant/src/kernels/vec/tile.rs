@@ -261,139 +261,6 @@ fn softmax_strided(
     }
 }
 
-/// [`softmax_tile`] for scores stored row after row, `s[c·ld + j]`: the layout of
-/// [`dot_rows`], for a few query rows (one generated token's heads), vectorised along keys.
-///
-/// # Panics
-/// If `ld < nk`, `s` is too short, or `m`, `l`, `alpha` hold fewer than `r` values.
-#[allow(clippy::too_many_arguments)]
-pub fn softmax_rows(
-    s: &mut [f32],
-    r: usize,
-    nk: usize,
-    ld: usize,
-    m: &mut [f32],
-    l: &mut [f32],
-    alpha: &mut [f32],
-) {
-    if r == 0 {
-        return;
-    }
-    assert!(
-        ld >= nk && (r - 1) * ld + nk <= s.len(),
-        "softmax_rows: bad shape"
-    );
-    assert!(m.len() >= r && l.len() >= r && alpha.len() >= r);
-    softmax_rows_with(Isa::best(), s, r, nk, ld, m, l, alpha)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn softmax_rows_with(
-    isa: Isa,
-    s: &mut [f32],
-    r: usize,
-    nk: usize,
-    ld: usize,
-    m: &mut [f32],
-    l: &mut [f32],
-    alpha: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Scalar && isa.supported() {
-        for c in 0..r {
-            let row = &mut s[c * ld..c * ld + nk];
-            let (mc, lc, ac) = (&mut m[c], &mut l[c], &mut alpha[c]);
-            // SAFETY: features detected; `row` holds `nk` floats.
-            unsafe {
-                if isa == Isa::Avx512Vnni {
-                    x86::softmax_row512(row.as_mut_ptr(), nk, mc, lc, ac)
-                } else {
-                    x86::softmax_row256(row.as_mut_ptr(), nk, mc, lc, ac)
-                }
-            }
-        }
-        return;
-    }
-    let _ = isa;
-    softmax_strided(s, nk, r, 1, ld, m, l, alpha)
-}
-
-/// `out[c·ld + j] = Σ_d q[c·hd + d] · K[j·k_rs + d]` for `c < r`, `j < nk`, `d < hd`: the
-/// scores of a few queries (one token's heads) against keys read in their stored type, for
-/// when too few queries share the keys to pay for converting a tile.
-///
-/// # Panics
-/// If an operand is too short for the shapes and strides, or `ld < nk`.
-#[allow(clippy::too_many_arguments)]
-pub fn dot_rows(
-    q: &[f32],
-    r: usize,
-    hd: usize,
-    k: Elems<'_>,
-    k_rs: usize,
-    nk: usize,
-    out: &mut [f32],
-    ld: usize,
-) {
-    if r == 0 || nk == 0 {
-        return;
-    }
-    assert!(q.len() >= r * hd, "dot_rows: q too short");
-    assert!((nk - 1) * k_rs + hd <= k.len(), "dot_rows: K too short");
-    assert!(
-        ld >= nk && (r - 1) * ld + nk <= out.len(),
-        "dot_rows: out too short"
-    );
-    dot_rows_with(Isa::best(), q, r, hd, k, k_rs, nk, out, ld)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn dot_rows_with(
-    isa: Isa,
-    q: &[f32],
-    r: usize,
-    hd: usize,
-    k: Elems<'_>,
-    k_rs: usize,
-    nk: usize,
-    out: &mut [f32],
-    ld: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Scalar && isa.supported() {
-        let (qp, op) = (q.as_ptr(), out.as_mut_ptr());
-        // SAFETY: features detected; the caller checked the bounds of `q`, `k` and `out`.
-        unsafe {
-            match (isa, k) {
-                (Isa::Avx512Vnni, Elems::F32(k)) => {
-                    x86::dot_rows512(qp, r, hd, k.as_ptr(), k_rs, nk, op, ld)
-                }
-                (Isa::Avx512Vnni, Elems::F16(k)) => {
-                    x86::dot_rows512(qp, r, hd, k.as_ptr(), k_rs, nk, op, ld)
-                }
-                (_, Elems::F32(k)) => x86::dot_rows256(qp, r, hd, k.as_ptr(), k_rs, nk, op, ld),
-                (_, Elems::F16(k)) => x86::dot_rows256(qp, r, hd, k.as_ptr(), k_rs, nk, op, ld),
-            }
-        }
-        return;
-    }
-    let _ = isa;
-    for c in 0..r {
-        let qr = &q[c * hd..(c + 1) * hd];
-        for j in 0..nk {
-            let at = j * k_rs;
-            out[c * ld + j] = match k {
-                Elems::F32(k) => qr.iter().zip(&k[at..at + hd]).map(|(a, b)| a * b).sum(),
-                Elems::F16(k) => qr
-                    .iter()
-                    .zip(&k[at..at + hd])
-                    .map(|(a, b)| a * b.to_f32())
-                    .sum(),
-            };
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -726,199 +593,6 @@ mod x86 {
         }
     }
 
-    /// Scores of `R` query rows against `nk` keys, 16 lanes of the head dim at a time.
-    ///
-    /// Callers guarantee AVX-512 F/BW/VL and the bounds [`super::dot_rows`] checks.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn dot_rows512_r<T: Load512, const R: usize>(
-        q: *const f32,
-        hd: usize,
-        k: *const T,
-        k_rs: usize,
-        nk: usize,
-        out: *mut f32,
-        ld: usize,
-    ) {
-        for j in 0..nk {
-            let kp = k.add(j * k_rs);
-            let mut acc = [_mm512_setzero_ps(); R];
-            let mut d = 0;
-            while d < hd {
-                let mk = mask16(hd - d);
-                let kv = T::load(kp.add(d), mk);
-                for (c, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q.add(c * hd + d)), kv, *a);
-                }
-                d += 16;
-            }
-            for (c, a) in acc.iter().enumerate() {
-                *out.add(c * ld + j) = _mm512_reduce_add_ps(*a);
-            }
-        }
-    }
-
-    /// [`super::dot_rows`] with AVX-512, four query rows per pass over the keys.
-    ///
-    /// Callers guarantee AVX-512 F/BW/VL and F16C, and the bounds [`super::dot_rows`] checks.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn dot_rows512<T: Load512>(
-        q: *const f32,
-        r: usize,
-        hd: usize,
-        k: *const T,
-        k_rs: usize,
-        nk: usize,
-        out: *mut f32,
-        ld: usize,
-    ) {
-        let mut c0 = 0;
-        while c0 < r {
-            let (qc, oc) = (q.add(c0 * hd), out.add(c0 * ld));
-            let rows = (r - c0).min(4);
-            match rows {
-                4 => dot_rows512_r::<T, 4>(qc, hd, k, k_rs, nk, oc, ld),
-                3 => dot_rows512_r::<T, 3>(qc, hd, k, k_rs, nk, oc, ld),
-                2 => dot_rows512_r::<T, 2>(qc, hd, k, k_rs, nk, oc, ld),
-                _ => dot_rows512_r::<T, 1>(qc, hd, k, k_rs, nk, oc, ld),
-            }
-            c0 += rows;
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn hsum256(v: __m256) -> f32 {
-        let x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-        _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)))
-    }
-
-    /// [`super::dot_rows`] with AVX2, one query row at a time (the last `hd % 8` lanes in
-    /// scalar code).
-    ///
-    /// Callers guarantee AVX2, FMA and F16C, and the bounds [`super::dot_rows`] checks.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn dot_rows256<T: Load256>(
-        q: *const f32,
-        r: usize,
-        hd: usize,
-        k: *const T,
-        k_rs: usize,
-        nk: usize,
-        out: *mut f32,
-        ld: usize,
-    ) {
-        for c in 0..r {
-            let qc = q.add(c * hd);
-            for j in 0..nk {
-                let kp = k.add(j * k_rs);
-                let mut acc = _mm256_setzero_ps();
-                let mut d = 0;
-                while d + 8 <= hd {
-                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(qc.add(d)), T::load(kp.add(d)), acc);
-                    d += 8;
-                }
-                let mut x = hsum256(acc);
-                while d < hd {
-                    x += *qc.add(d) * (*kp.add(d)).get();
-                    d += 1;
-                }
-                *out.add(c * ld + j) = x;
-            }
-        }
-    }
-
-    /// One row of [`super::softmax_rows`] with AVX-512.
-    ///
-    /// Callers guarantee AVX-512 F/BW/VL and that `s` holds `nk` floats.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-    pub(super) unsafe fn softmax_row512(
-        s: *mut f32,
-        nk: usize,
-        m: &mut f32,
-        l: &mut f32,
-        alpha: &mut f32,
-    ) {
-        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
-        let mut mv = ninf;
-        let mut j = 0;
-        while j < nk {
-            mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(ninf, mask16(nk - j), s.add(j)));
-            j += 16;
-        }
-        let mx = _mm512_reduce_max_ps(mv).max(*m);
-        if mx == f32::NEG_INFINITY {
-            *alpha = 1.0;
-            std::ptr::write_bytes(s, 0, nk);
-            return;
-        }
-        let sub = _mm512_set1_ps(mx);
-        let mut sum = _mm512_setzero_ps();
-        let mut j = 0;
-        while j < nk {
-            let mk = mask16(nk - j);
-            let e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s.add(j)), sub));
-            sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(mk, e));
-            _mm512_mask_storeu_ps(s.add(j), mk, e);
-            j += 16;
-        }
-        let a = (*m - mx).exp();
-        *alpha = a;
-        *l = *l * a + _mm512_reduce_add_ps(sum);
-        *m = mx;
-    }
-
-    /// One row of [`super::softmax_rows`] with AVX2 (the last `nk % 8` scores in scalar code).
-    ///
-    /// Callers guarantee AVX2/FMA and that `s` holds `nk` floats.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn softmax_row256(
-        s: *mut f32,
-        nk: usize,
-        m: &mut f32,
-        l: &mut f32,
-        alpha: &mut f32,
-    ) {
-        let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
-        let mut j = 0;
-        while j + 8 <= nk {
-            mv = _mm256_max_ps(mv, _mm256_loadu_ps(s.add(j)));
-            j += 8;
-        }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), mv);
-        let mut mx = lanes.iter().fold(*m, |a, &b| a.max(b));
-        for t in j..nk {
-            mx = mx.max(*s.add(t));
-        }
-        if mx == f32::NEG_INFINITY {
-            *alpha = 1.0;
-            std::ptr::write_bytes(s, 0, nk);
-            return;
-        }
-        let sub = _mm256_set1_ps(mx);
-        let mut sum = _mm256_setzero_ps();
-        let mut j = 0;
-        while j + 8 <= nk {
-            let e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s.add(j)), sub));
-            sum = _mm256_add_ps(sum, e);
-            _mm256_storeu_ps(s.add(j), e);
-            j += 8;
-        }
-        let mut total = hsum256(sum);
-        for t in j..nk {
-            let e = (*s.add(t) - mx).exp();
-            *s.add(t) = e;
-            total += e;
-        }
-        let a = (*m - mx).exp();
-        *alpha = a;
-        *l = *l * a + total;
-        *m = mx;
-    }
-
     /// e^x on 16 lanes; 0 below about −103.9 (and for −∞).
     #[inline(always)]
     pub(super) unsafe fn exp512(x: __m512) -> __m512 {
@@ -1014,8 +688,8 @@ mod x86 {
         }
     }
 
-    /// [`super::softmax_tile`] with AVX2, 8 query rows per vector; the last `r % 8` rows
-    /// through the scalar version.
+    /// [`super::softmax_tile`] with AVX2, 8 query rows per vector (masked loads and stores
+    /// for the last `r % 8`, so every row goes through the same operations).
     ///
     /// Callers guarantee AVX2/FMA, `s` holds `nk·r` floats and `m`, `l`, `alpha` `r`.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -1028,12 +702,15 @@ mod x86 {
         alpha: *mut f32,
     ) {
         let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let mut c0 = 0;
-        while c0 + 8 <= r {
-            let m_old = _mm256_loadu_ps(m.add(c0));
+        while c0 < r {
+            let mk = _mm256_cmpgt_epi32(_mm256_set1_epi32((r - c0).min(8) as i32), lanes);
+            // Lanes past `r` read 0 and are never stored.
+            let m_old = _mm256_maskload_ps(m.add(c0), mk);
             let mut mx = m_old;
             for j in 0..nk {
-                mx = _mm256_max_ps(mx, _mm256_loadu_ps(s.add(j * r + c0)));
+                mx = _mm256_max_ps(mx, _mm256_maskload_ps(s.add(j * r + c0), mk));
             }
             let dead = _mm256_cmp_ps::<_CMP_EQ_OQ>(mx, ninf);
             let sub = _mm256_andnot_ps(dead, mx);
@@ -1041,41 +718,15 @@ mod x86 {
             let mut sum = _mm256_setzero_ps();
             for j in 0..nk {
                 let p = s.add(j * r + c0);
-                let e = exp256(_mm256_sub_ps(_mm256_loadu_ps(p), sub));
+                let e = exp256(_mm256_sub_ps(_mm256_maskload_ps(p, mk), sub));
                 sum = _mm256_add_ps(sum, e);
-                _mm256_storeu_ps(p, e);
+                _mm256_maskstore_ps(p, mk, e);
             }
-            let lv = _mm256_loadu_ps(l.add(c0));
-            _mm256_storeu_ps(l.add(c0), _mm256_fmadd_ps(lv, a, sum));
-            _mm256_storeu_ps(alpha.add(c0), a);
-            _mm256_storeu_ps(m.add(c0), mx);
+            let lv = _mm256_maskload_ps(l.add(c0), mk);
+            _mm256_maskstore_ps(l.add(c0), mk, _mm256_fmadd_ps(lv, a, sum));
+            _mm256_maskstore_ps(alpha.add(c0), mk, a);
+            _mm256_maskstore_ps(m.add(c0), mk, mx);
             c0 += 8;
-        }
-        if c0 < r {
-            // The remaining rows, one at a time: a sub-tile with row stride `r`.
-            for c in c0..r {
-                let mut mx = *m.add(c);
-                for j in 0..nk {
-                    mx = mx.max(*s.add(j * r + c));
-                }
-                if mx == f32::NEG_INFINITY {
-                    *alpha.add(c) = 1.0;
-                    for j in 0..nk {
-                        *s.add(j * r + c) = 0.0;
-                    }
-                    continue;
-                }
-                let a = (*m.add(c) - mx).exp();
-                let mut sum = 0.0;
-                for j in 0..nk {
-                    let e = (*s.add(j * r + c) - mx).exp();
-                    *s.add(j * r + c) = e;
-                    sum += e;
-                }
-                *alpha.add(c) = a;
-                *l.add(c) = *l.add(c) * a + sum;
-                *m.add(c) = mx;
-            }
         }
     }
 }
@@ -1271,104 +922,6 @@ mod tests {
                         assert!(
                             (p - q).abs() <= 1e-6 * q.abs().max(1e-30) || p == q,
                             "{isa:?} nk{nk} r{r} {what}[{i}]: {p} vs {q}"
-                        );
-                    }
-                };
-                for ((gs, ga), (ws, wa)) in got.0.iter().zip(&want.0) {
-                    close(gs, ws, "p");
-                    close(ga, wa, "alpha");
-                }
-                close(&got.1, &want.1, "m");
-                close(&got.2, &want.2, "l");
-            }
-        }
-    }
-
-    /// `dot_rows` on every instruction set against an f64 reference (odd head dims for the
-    /// lane tails, 1 to 9 rows, f32 and f16 keys with a row stride), within 1e-5 of the sum
-    /// of |terms|; and `softmax_rows` against the scalar version, as for the tile layout.
-    #[test]
-    fn dot_rows_and_softmax_rows_match_references_on_every_isa() {
-        let mut seed = 5;
-        for &(r, hd, nk) in &[
-            (1, 1, 1),
-            (3, 64, 64),
-            (4, 80, 17),
-            (9, 37, 5),
-            (2, 256, 70),
-        ] {
-            let k_rs = hd + 5;
-            let ld = nk + 2;
-            let q = rand_vec(&mut seed, r * hd);
-            let k32 = rand_vec(&mut seed, nk * k_rs);
-            let k16: Vec<f16> = k32.iter().map(|&x| f16::from_f32(x)).collect();
-            for f16k in [false, true] {
-                for isa in isas() {
-                    let k = if f16k {
-                        Elems::F16(&k16)
-                    } else {
-                        Elems::F32(&k32)
-                    };
-                    let mut out = vec![7.0; r * ld];
-                    dot_rows_with(isa, &q, r, hd, k, k_rs, nk, &mut out, ld);
-                    for c in 0..r {
-                        for j in 0..ld {
-                            let got = out[c * ld + j];
-                            if j >= nk {
-                                assert_eq!(got, 7.0, "{isa:?} wrote past nk");
-                                continue;
-                            }
-                            let (mut want, mut mag) = (0f64, 0f64);
-                            for d in 0..hd {
-                                let kv = if f16k {
-                                    k16[j * k_rs + d].to_f32()
-                                } else {
-                                    k32[j * k_rs + d]
-                                };
-                                let t = q[c * hd + d] as f64 * kv as f64;
-                                want += t;
-                                mag += t.abs();
-                            }
-                            assert!(
-                                (got as f64 - want).abs() <= 1e-5 * mag + 1e-7,
-                                "{isa:?} r{r} hd{hd} nk{nk} f16{f16k} ({c},{j}): {got} vs {want}"
-                            );
-                        }
-                    }
-                }
-            }
-            // Two steps of softmax_rows: row 0 fully masked in the first.
-            let tiles: Vec<Vec<f32>> = (0..2)
-                .map(|t| {
-                    let mut s = rand_vec(&mut seed, r * ld);
-                    for (i, x) in s.iter_mut().enumerate() {
-                        *x *= 8.0;
-                        if (i < ld && t == 0) || i % 5 == 2 {
-                            *x = f32::NEG_INFINITY;
-                        }
-                    }
-                    s
-                })
-                .collect();
-            let run = |isa: Isa| {
-                let (mut m, mut l, mut a) =
-                    (vec![f32::NEG_INFINITY; r], vec![0.0; r], vec![0.0; r]);
-                let mut out = Vec::new();
-                for t in &tiles {
-                    let mut s = t.clone();
-                    softmax_rows_with(isa, &mut s, r, nk, ld, &mut m, &mut l, &mut a);
-                    out.push((s, a.clone()));
-                }
-                (out, m, l)
-            };
-            let want = run(Isa::Scalar);
-            for isa in isas() {
-                let got = run(isa);
-                let close = |x: &[f32], y: &[f32], what: &str| {
-                    for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                        assert!(
-                            (p - q).abs() <= 1e-6 * q.abs().max(1e-30) || p == q,
-                            "{isa:?} rows r{r} nk{nk} {what}[{i}]: {p} vs {q}"
                         );
                     }
                 };
