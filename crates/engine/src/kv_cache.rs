@@ -7,6 +7,8 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+pub use ferrite_quant::kernels::vec::Elems as KvView;
+
 use crate::error::{Error, Result};
 
 /// Element type of the cache.
@@ -54,17 +56,12 @@ impl Store {
         }
     }
 
-    /// The first `n` elements as f32: borrowed when stored as f32, converted into `buf`
-    /// otherwise.
-    fn read<'a>(&'a self, n: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    /// The first `n` elements in their stored type: attention converts what it reads tile
+    /// by tile, instead of the whole context on every layer.
+    fn view(&self, n: usize) -> KvView<'_> {
         match self {
-            Store::F32(v) => &v[..n],
-            Store::F16(v) => {
-                buf.resize(n, 0.0);
-                // The slice conversion uses F16C when the CPU has it.
-                v[..n].convert_to_f32_slice(buf);
-                buf
-            }
+            Store::F32(v) => KvView::F32(&v[..n]),
+            Store::F16(v) => KvView::F16(&v[..n]),
         }
     }
 }
@@ -153,17 +150,11 @@ impl KvCache {
         self.v[layer].write(pos0 * self.dim_v, v);
     }
 
-    /// Keys and values of positions `0..n` of `layer`, as f32.
-    pub fn read<'a>(
-        &'a self,
-        layer: usize,
-        n: usize,
-        kbuf: &'a mut Vec<f32>,
-        vbuf: &'a mut Vec<f32>,
-    ) -> (&'a [f32], &'a [f32]) {
+    /// Keys and values of positions `0..n` of `layer` (`[n, dim]` each), as stored.
+    pub fn view(&self, layer: usize, n: usize) -> (KvView<'_>, KvView<'_>) {
         (
-            self.k[layer].read(n * self.dim_k, kbuf),
-            self.v[layer].read(n * self.dim_v, vbuf),
+            self.k[layer].view(n * self.dim_k),
+            self.v[layer].view(n * self.dim_v),
         )
     }
 
@@ -193,8 +184,14 @@ mod tests {
         for ty in [KvType::F16, KvType::F32] {
             let mut c = KvCache::new(ty, 2, 3, 2, 2);
             c.write(1, 1, &[0.1, 2.0], &[3.0, -4.5]);
-            let (mut kb, mut vb) = (Vec::new(), Vec::new());
-            let (k, v) = c.read(1, 2, &mut kb, &mut vb);
+            let f32s = |e: KvView<'_>| match e {
+                KvView::F32(s) => s.to_vec(),
+                KvView::F16(s) => s.iter().map(|x| x.to_f32()).collect::<Vec<_>>(),
+            };
+            let (k, v) = c.view(1, 2);
+            assert!(matches!(k, KvView::F16(_)) == (ty == KvType::F16));
+            let (k, v) = (f32s(k), f32s(v));
+            assert_eq!((k.len(), v.len()), (4, 4));
             assert!((k[2] - 0.1).abs() < 1e-4 && k[3] == 2.0 && v[2] == 3.0 && v[3] == -4.5);
         }
     }

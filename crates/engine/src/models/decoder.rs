@@ -147,8 +147,6 @@ pub struct Scratch {
     o: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
-    kbuf: Vec<f32>,
-    vbuf: Vec<f32>,
     moe_x: Vec<f32>,
     moe_y: Vec<f32>,
     router: Vec<f32>,
@@ -309,8 +307,6 @@ impl Decoder {
             o,
             gate,
             up,
-            kbuf,
-            vbuf,
             moe_x,
             moe_y,
             router,
@@ -379,7 +375,7 @@ impl Decoder {
                 }
             }
             kv.write(il, pos0, k, v);
-            let (kc, vc) = kv.read(il, pos0 + n, kbuf, vbuf);
+            let (kc, vc) = kv.view(il, pos0 + n);
             let params = AttnParams {
                 n_head: c.n_head,
                 n_head_kv: c.n_head_kv,

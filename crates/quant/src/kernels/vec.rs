@@ -1,6 +1,11 @@
 //! f32 vector primitives for the engine's non-matmul operations (attention's `q·k` and
-//! `Σ p·v`): the engine is compiled for baseline x86-64, where these loops get 128-bit SSE at
-//! best, so they are dispatched here to AVX-512 / AVX2 versions chosen at run time.
+//! `Σ p·v`, and the tiles of [`tile`]): the engine is compiled for baseline x86-64, where
+//! these loops get 128-bit SSE at best, so they are dispatched here to AVX-512 / AVX2
+//! versions chosen at run time.
+
+mod tile;
+
+pub use tile::{gemm_acc, softmax_tile, Elems};
 
 use super::Isa;
 

@@ -66,8 +66,6 @@ impl Decoder {
             o,
             gate,
             up,
-            kbuf,
-            vbuf,
             moe_x,
             moe_y,
             router,
@@ -147,7 +145,7 @@ impl Decoder {
                     &k[r0 * kd..(r0 + m) * kd],
                     &v[r0 * vd..(r0 + m) * vd],
                 );
-                let (kc, vc) = s.kv.read(il, pos0 + m, kbuf, vbuf);
+                let (kc, vc) = s.kv.view(il, pos0 + m);
                 ops::attention(
                     pool,
                     &q[r0 * qd..(r0 + m) * qd],

@@ -1,0 +1,937 @@
+//! Small matrix tiles for tiled (flash-style) attention: a strided `C += A·B` whose `B` rows
+//! may be f16 (the KV cache's default type, converted in registers), and one online-softmax
+//! step over a tile of scores with a vectorised `exp`.
+//!
+//! Each has a scalar version (the reference, and what non-x86 CPUs run) and AVX2+FMA and
+//! AVX-512 versions picked at run time from [`Isa::best`].
+
+use half::f16;
+
+use crate::kernels::Isa;
+
+/// A read-only operand stored as f32 or f16 (the element types of the KV cache).
+#[derive(Clone, Copy, Debug)]
+pub enum Elems<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl<'a> Elems<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            Elems::F32(s) => s.len(),
+            Elems::F16(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements from `start` on.
+    pub fn slice_from(self, start: usize) -> Elems<'a> {
+        match self {
+            Elems::F32(s) => Elems::F32(&s[start..]),
+            Elems::F16(s) => Elems::F16(&s[start..]),
+        }
+    }
+}
+
+/// `C[i][j] ← C[i][j]·cs[i] + Σ_p A[i·a_rs + p·a_cs] · B[p·ldb + j]` for `i < m`, `j < n`,
+/// `p < k`, with `C[i][j]` at `c[i·ldc + j]` and `cs = c_scale` (1 when `None`).
+///
+/// `A` is read one element at a time (broadcast), so any strides work: row-major, or
+/// column-major as a tile of scores stored key-major. `B` rows are contiguous.
+///
+/// # Panics
+/// If an operand is too short for the shapes and strides, or `ldc < n`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_acc(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: Elems<'_>,
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    c_scale: Option<&[f32]>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldc >= n, "gemm_acc: ldc {ldc} < n {n}");
+    assert!((m - 1) * ldc + n <= c.len(), "gemm_acc: C too short");
+    if k > 0 {
+        assert!(
+            (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+            "gemm_acc: A too short"
+        );
+        assert!((k - 1) * ldb + n <= b.len(), "gemm_acc: B too short");
+    }
+    if let Some(s) = c_scale {
+        assert!(s.len() >= m, "gemm_acc: c_scale too short");
+    }
+    gemm_with(Isa::best(), m, n, k, a, a_rs, a_cs, b, ldb, c, ldc, c_scale);
+}
+
+/// [`gemm_acc`] on a given instruction set (checked by the caller).
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: Elems<'_>,
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    c_scale: Option<&[f32]>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && isa.supported() {
+        let cs = c_scale.map_or(std::ptr::null(), |s| s.as_ptr());
+        let (ap, cp) = (a.as_ptr(), c.as_mut_ptr());
+        // SAFETY: the features were detected (`supported`), and the caller checked that
+        // every index the shapes and strides reach is inside `a`, `b`, `c` and `c_scale`.
+        unsafe {
+            match (isa, b) {
+                (Isa::Avx512Vnni, Elems::F32(b)) => {
+                    x86::gemm512(m, n, k, ap, a_rs, a_cs, b.as_ptr(), ldb, cp, ldc, cs)
+                }
+                (Isa::Avx512Vnni, Elems::F16(b)) => {
+                    x86::gemm512(m, n, k, ap, a_rs, a_cs, b.as_ptr(), ldb, cp, ldc, cs)
+                }
+                (_, Elems::F32(b)) => {
+                    x86::gemm256(m, n, k, ap, a_rs, a_cs, b.as_ptr(), ldb, cp, ldc, cs)
+                }
+                (_, Elems::F16(b)) => {
+                    x86::gemm256(m, n, k, ap, a_rs, a_cs, b.as_ptr(), ldb, cp, ldc, cs)
+                }
+            }
+        }
+        return;
+    }
+    let _ = isa;
+    gemm_scalar(m, n, k, a, a_rs, a_cs, b, ldb, c, ldc, c_scale)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_scalar(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: Elems<'_>,
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    c_scale: Option<&[f32]>,
+) {
+    for i in 0..m {
+        let row = &mut c[i * ldc..i * ldc + n];
+        if let Some(s) = c_scale {
+            row.iter_mut().for_each(|x| *x *= s[i]);
+        }
+        for p in 0..k {
+            let av = a[i * a_rs + p * a_cs];
+            match b {
+                Elems::F32(b) => {
+                    for (o, &x) in row.iter_mut().zip(&b[p * ldb..p * ldb + n]) {
+                        *o += av * x;
+                    }
+                }
+                Elems::F16(b) => {
+                    for (o, &x) in row.iter_mut().zip(&b[p * ldb..p * ldb + n]) {
+                        *o += av * x.to_f32();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One online-softmax step over a tile of scores `s[j·r + c]` (key `j < nk`, query row
+/// `c < r`). For each row `c`, with `m' = max(m[c], max_j s[j][c])`:
+/// `s[j][c] ← exp(s[j][c] − m')`, `alpha[c] ← exp(m[c] − m')`,
+/// `l[c] ← l[c]·alpha[c] + Σ_j s[j][c]`, `m[c] ← m'`.
+///
+/// Masked scores are `−∞` and become 0. A row whose every score so far is `−∞` keeps
+/// `m = −∞`, gets zeros and `alpha = 1`. The SIMD versions use a polynomial `exp` within
+/// about 1 ulp of the true value (see the tests); the scalar one uses `f32::exp`.
+///
+/// # Panics
+/// If `s` holds fewer than `nk·r` scores or `m`, `l`, `alpha` fewer than `r`.
+pub fn softmax_tile(
+    s: &mut [f32],
+    nk: usize,
+    r: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    assert!(s.len() >= nk * r, "softmax_tile: scores too short");
+    assert!(m.len() >= r && l.len() >= r && alpha.len() >= r);
+    softmax_with(Isa::best(), &mut s[..nk * r], nk, r, m, l, alpha)
+}
+
+fn softmax_with(
+    isa: Isa,
+    s: &mut [f32],
+    nk: usize,
+    r: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && isa.supported() {
+        let (sp, mp, lp, ap) = (
+            s.as_mut_ptr(),
+            m.as_mut_ptr(),
+            l.as_mut_ptr(),
+            alpha.as_mut_ptr(),
+        );
+        // SAFETY: features detected; `s` holds `nk·r` and the others at least `r` values.
+        unsafe {
+            if isa == Isa::Avx512Vnni {
+                x86::softmax512(sp, nk, r, mp, lp, ap)
+            } else {
+                x86::softmax256(sp, nk, r, mp, lp, ap)
+            }
+        }
+        return;
+    }
+    let _ = isa;
+    softmax_scalar(s, nk, r, m, l, alpha)
+}
+
+fn softmax_scalar(
+    s: &mut [f32],
+    nk: usize,
+    r: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    softmax_strided(s, nk, r, r, 1, m, l, alpha)
+}
+
+/// The online-softmax step with score `(j, c)` at `s[j·js + c·cs]`, in scalar code.
+#[allow(clippy::too_many_arguments)]
+fn softmax_strided(
+    s: &mut [f32],
+    nk: usize,
+    r: usize,
+    js: usize,
+    cs: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    for c in 0..r {
+        let mut mx = m[c];
+        for j in 0..nk {
+            mx = mx.max(s[j * js + c * cs]);
+        }
+        if mx == f32::NEG_INFINITY {
+            alpha[c] = 1.0;
+            for j in 0..nk {
+                s[j * js + c * cs] = 0.0;
+            }
+            continue;
+        }
+        let a = (m[c] - mx).exp();
+        let mut sum = 0.0;
+        for j in 0..nk {
+            let e = (s[j * js + c * cs] - mx).exp();
+            s[j * js + c * cs] = e;
+            sum += e;
+        }
+        alpha[c] = a;
+        l[c] = l[c] * a + sum;
+        m[c] = mx;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    // Cephes' single-precision exp: e^x = 2^n · e^r with n = round(x·log2 e) and
+    // |r| ≤ ln2/2, ln 2 split in two so that r is exact, e^r = 1 + r + r²·P(r).
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+
+    /// Steps of `k` summed into a fresh register before joining the accumulator: a score is
+    /// a sum of up to 256 products of sizeable numbers, and one long f32 chain lost ~5x the
+    /// precision of a split sum (enough to move a gemma logit by 1 nat at a sensitive
+    /// position).
+    const KB: usize = 16;
+
+    /// A row of `B`, 16 lanes at a time, as f32.
+    pub(super) trait Load512: Copy {
+        unsafe fn load(p: *const Self, mask: __mmask16) -> __m512;
+    }
+
+    impl Load512 for f32 {
+        #[inline(always)]
+        unsafe fn load(p: *const f32, mask: __mmask16) -> __m512 {
+            _mm512_maskz_loadu_ps(mask, p)
+        }
+    }
+
+    impl Load512 for f16 {
+        #[inline(always)]
+        unsafe fn load(p: *const f16, mask: __mmask16) -> __m512 {
+            _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p as *const i16))
+        }
+    }
+
+    /// 8 lanes at a time, unmasked (tails go through scalar code).
+    pub(super) trait Load256: Copy {
+        unsafe fn load(p: *const Self) -> __m256;
+        fn get(self) -> f32;
+    }
+
+    impl Load256 for f32 {
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        fn get(self) -> f32 {
+            self
+        }
+    }
+
+    impl Load256 for f16 {
+        #[inline(always)]
+        unsafe fn load(p: *const f16) -> __m256 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        }
+        #[inline(always)]
+        fn get(self) -> f32 {
+            self.to_f32()
+        }
+    }
+
+    #[inline(always)]
+    fn mask16(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as u16
+        }
+    }
+
+    /// `R` rows × `W` 16-lane column vectors of `C` (masks `mk[w]` for the columns).
+    ///
+    /// Callers guarantee AVX-512 F/BW/VL, and that rows `0..R` of `A`/`C` and rows `0..k`
+    /// of `B` are in bounds for the masked columns.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn micro512<T: Load512, const R: usize, const W: usize>(
+        k: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
+        b: *const T,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        cs: *const f32,
+        mk: [__mmask16; 2],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); W]; R];
+        for (r, row) in acc.iter_mut().enumerate() {
+            let s = if cs.is_null() {
+                None
+            } else {
+                Some(_mm512_set1_ps(*cs.add(r)))
+            };
+            for (w, v) in row.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(mk[w], c.add(r * ldc + 16 * w));
+                if let Some(s) = s {
+                    *v = _mm512_mul_ps(*v, s);
+                }
+            }
+        }
+        let mut p0 = 0;
+        while p0 < k {
+            let mut blk = [[_mm512_setzero_ps(); W]; R];
+            for p in p0..(p0 + KB).min(k) {
+                let bp = b.add(p * ldb);
+                let mut bv = [_mm512_setzero_ps(); W];
+                for (w, x) in bv.iter_mut().enumerate() {
+                    *x = T::load(bp.add(16 * w), mk[w]);
+                }
+                let ap = a.add(p * a_cs);
+                for (r, row) in blk.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ap.add(r * a_rs));
+                    for (v, x) in row.iter_mut().zip(&bv) {
+                        *v = _mm512_fmadd_ps(av, *x, *v);
+                    }
+                }
+            }
+            for (row, brow) in acc.iter_mut().zip(&blk) {
+                for (v, x) in row.iter_mut().zip(brow) {
+                    *v = _mm512_add_ps(*v, *x);
+                }
+            }
+            p0 += KB;
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (w, v) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(c.add(r * ldc + 16 * w), mk[w], *v);
+            }
+        }
+    }
+
+    /// [`super::gemm_acc`] with AVX-512: column blocks of 32 (4 rows at a time, 8
+    /// accumulators) or, for a last block of at most 16 columns, of 16 (8 rows at a time).
+    ///
+    /// Callers guarantee AVX-512 F/BW/VL and F16C, and the bounds [`super::gemm_acc`] checks.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm512<T: Load512>(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
+        b: *const T,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        cs: *const f32,
+    ) {
+        let mut j0 = 0;
+        while j0 < n {
+            let rem = n - j0;
+            let mk = [mask16(rem), mask16(rem.saturating_sub(16))];
+            let bj = b.add(j0);
+            let mut i0 = 0;
+            while i0 < m {
+                let ai = a.add(i0 * a_rs);
+                let ci = c.add(i0 * ldc + j0);
+                let csi = if cs.is_null() { cs } else { cs.add(i0) };
+                macro_rules! go {
+                    ($r:literal, $w:literal) => {
+                        micro512::<T, $r, $w>(k, ai, a_rs, a_cs, bj, ldb, ci, ldc, csi, mk)
+                    };
+                }
+                let rows = if rem > 16 {
+                    let rows = (m - i0).min(4);
+                    match rows {
+                        4 => go!(4, 2),
+                        3 => go!(3, 2),
+                        2 => go!(2, 2),
+                        _ => go!(1, 2),
+                    }
+                    rows
+                } else {
+                    let rows = (m - i0).min(8);
+                    match rows {
+                        8 => go!(8, 1),
+                        7 => go!(7, 1),
+                        6 => go!(6, 1),
+                        5 => go!(5, 1),
+                        4 => go!(4, 1),
+                        3 => go!(3, 1),
+                        2 => go!(2, 1),
+                        _ => go!(1, 1),
+                    }
+                    rows
+                };
+                i0 += rows;
+            }
+            j0 += 32;
+        }
+    }
+
+    /// `R` rows × `W` 8-lane column vectors of `C`, every lane in bounds.
+    ///
+    /// Callers guarantee AVX2/FMA/F16C and the bounds of those rows and columns.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn micro256<T: Load256, const R: usize, const W: usize>(
+        k: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
+        b: *const T,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        cs: *const f32,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); W]; R];
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (w, v) in row.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(c.add(r * ldc + 8 * w));
+                if !cs.is_null() {
+                    *v = _mm256_mul_ps(*v, _mm256_set1_ps(*cs.add(r)));
+                }
+            }
+        }
+        let mut p0 = 0;
+        while p0 < k {
+            let mut blk = [[_mm256_setzero_ps(); W]; R];
+            for p in p0..(p0 + KB).min(k) {
+                let bp = b.add(p * ldb);
+                let mut bv = [_mm256_setzero_ps(); W];
+                for (w, x) in bv.iter_mut().enumerate() {
+                    *x = T::load(bp.add(8 * w));
+                }
+                let ap = a.add(p * a_cs);
+                for (r, row) in blk.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*ap.add(r * a_rs));
+                    for (v, x) in row.iter_mut().zip(&bv) {
+                        *v = _mm256_fmadd_ps(av, *x, *v);
+                    }
+                }
+            }
+            for (row, brow) in acc.iter_mut().zip(&blk) {
+                for (v, x) in row.iter_mut().zip(brow) {
+                    *v = _mm256_add_ps(*v, *x);
+                }
+            }
+            p0 += KB;
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (w, v) in row.iter().enumerate() {
+                _mm256_storeu_ps(c.add(r * ldc + 8 * w), *v);
+            }
+        }
+    }
+
+    /// [`super::gemm_acc`] with AVX2: column blocks of 16 (2 rows at a time) or 8 (4 rows
+    /// at a time); the last `n % 8` columns in scalar code.
+    ///
+    /// Callers guarantee AVX2, FMA and F16C, and the bounds [`super::gemm_acc`] checks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm256<T: Load256>(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
+        b: *const T,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        cs: *const f32,
+    ) {
+        let mut j0 = 0;
+        while j0 + 8 <= n {
+            let wide = n - j0 >= 16;
+            let bj = b.add(j0);
+            let mut i0 = 0;
+            while i0 < m {
+                let ai = a.add(i0 * a_rs);
+                let ci = c.add(i0 * ldc + j0);
+                let csi = if cs.is_null() { cs } else { cs.add(i0) };
+                macro_rules! go {
+                    ($r:literal, $w:literal) => {
+                        micro256::<T, $r, $w>(k, ai, a_rs, a_cs, bj, ldb, ci, ldc, csi)
+                    };
+                }
+                // Each accumulator has a block partner: 8 of the 16 ymm registers.
+                let rows = if wide {
+                    let rows = (m - i0).min(2);
+                    match rows {
+                        2 => go!(2, 2),
+                        _ => go!(1, 2),
+                    }
+                    rows
+                } else {
+                    let rows = (m - i0).min(4);
+                    match rows {
+                        4 => go!(4, 1),
+                        3 => go!(3, 1),
+                        2 => go!(2, 1),
+                        _ => go!(1, 1),
+                    }
+                    rows
+                };
+                i0 += rows;
+            }
+            j0 += if wide { 16 } else { 8 };
+        }
+        for i in 0..m {
+            let s = if cs.is_null() { 1.0 } else { *cs.add(i) };
+            for j in j0..n {
+                let cij = c.add(i * ldc + j);
+                let mut x = *cij * s;
+                for p in 0..k {
+                    x += *a.add(i * a_rs + p * a_cs) * (*b.add(p * ldb + j)).get();
+                }
+                *cij = x;
+            }
+        }
+    }
+
+    /// e^x on 16 lanes; 0 below about −103.9 (and for −∞).
+    #[inline(always)]
+    pub(super) unsafe fn exp512(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-104.0)),
+            _mm512_set1_ps(88.7),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(P[0]);
+        for &c in &P[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let y = _mm512_fmadd_ps(
+            _mm512_mul_ps(p, r),
+            r,
+            _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+        );
+        // scalef scales by 2^n with correct underflow to denormals and zero.
+        _mm512_scalef_ps(y, n)
+    }
+
+    /// e^x on 8 lanes; 0 below about −87.3 (and for −∞).
+    #[inline(always)]
+    pub(super) unsafe fn exp256(x: __m256) -> __m256 {
+        let lo = _mm256_set1_ps(-87.3);
+        let zero = _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo);
+        let x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.3));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+        let mut p = _mm256_set1_ps(P[0]);
+        for &c in &P[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let y = _mm256_fmadd_ps(
+            _mm256_mul_ps(p, r),
+            r,
+            _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+        );
+        // n ∈ [−126, 127] after the clamp: 2^n is a normal float built from its exponent.
+        let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_andnot_ps(zero, _mm256_mul_ps(y, _mm256_castsi256_ps(e)))
+    }
+
+    /// [`super::softmax_tile`] with AVX-512, 16 query rows per vector.
+    ///
+    /// Callers guarantee AVX-512 F/BW/VL, `s` holds `nk·r` floats and `m`, `l`, `alpha` `r`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn softmax512(
+        s: *mut f32,
+        nk: usize,
+        r: usize,
+        m: *mut f32,
+        l: *mut f32,
+        alpha: *mut f32,
+    ) {
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut c0 = 0;
+        while c0 < r {
+            let mk = mask16(r - c0);
+            let m_old = _mm512_mask_loadu_ps(ninf, mk, m.add(c0));
+            let mut mx = m_old;
+            for j in 0..nk {
+                mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(ninf, mk, s.add(j * r + c0)));
+            }
+            // Rows with nothing visible yet subtract 0 instead of −∞ (no NaN): their
+            // scores are −∞ and give 0, and alpha = exp(−∞ − 0) would be 0, so set it to 1.
+            let dead = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(mx, ninf);
+            let sub = _mm512_mask_mov_ps(mx, dead, _mm512_setzero_ps());
+            let a =
+                _mm512_mask_mov_ps(exp512(_mm512_sub_ps(m_old, sub)), dead, _mm512_set1_ps(1.0));
+            let mut sum = _mm512_setzero_ps();
+            for j in 0..nk {
+                let p = s.add(j * r + c0);
+                let e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p), sub));
+                sum = _mm512_add_ps(sum, e);
+                _mm512_mask_storeu_ps(p, mk, e);
+            }
+            let lv = _mm512_maskz_loadu_ps(mk, l.add(c0));
+            _mm512_mask_storeu_ps(l.add(c0), mk, _mm512_fmadd_ps(lv, a, sum));
+            _mm512_mask_storeu_ps(alpha.add(c0), mk, a);
+            _mm512_mask_storeu_ps(m.add(c0), mk, mx);
+            c0 += 16;
+        }
+    }
+
+    /// [`super::softmax_tile`] with AVX2, 8 query rows per vector (masked loads and stores
+    /// for the last `r % 8`, so every row goes through the same operations).
+    ///
+    /// Callers guarantee AVX2/FMA, `s` holds `nk·r` floats and `m`, `l`, `alpha` `r`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn softmax256(
+        s: *mut f32,
+        nk: usize,
+        r: usize,
+        m: *mut f32,
+        l: *mut f32,
+        alpha: *mut f32,
+    ) {
+        let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mut c0 = 0;
+        while c0 < r {
+            let mk = _mm256_cmpgt_epi32(_mm256_set1_epi32((r - c0).min(8) as i32), lanes);
+            // Lanes past `r` read 0 and are never stored.
+            let m_old = _mm256_maskload_ps(m.add(c0), mk);
+            let mut mx = m_old;
+            for j in 0..nk {
+                mx = _mm256_max_ps(mx, _mm256_maskload_ps(s.add(j * r + c0), mk));
+            }
+            let dead = _mm256_cmp_ps::<_CMP_EQ_OQ>(mx, ninf);
+            let sub = _mm256_andnot_ps(dead, mx);
+            let a = _mm256_blendv_ps(exp256(_mm256_sub_ps(m_old, sub)), _mm256_set1_ps(1.0), dead);
+            let mut sum = _mm256_setzero_ps();
+            for j in 0..nk {
+                let p = s.add(j * r + c0);
+                let e = exp256(_mm256_sub_ps(_mm256_maskload_ps(p, mk), sub));
+                sum = _mm256_add_ps(sum, e);
+                _mm256_maskstore_ps(p, mk, e);
+            }
+            let lv = _mm256_maskload_ps(l.add(c0), mk);
+            _mm256_maskstore_ps(l.add(c0), mk, _mm256_fmadd_ps(lv, a, sum));
+            _mm256_maskstore_ps(alpha.add(c0), mk, a);
+            _mm256_maskstore_ps(m.add(c0), mk, mx);
+            c0 += 8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand_vec(seed: &mut u64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn isas() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
+            .into_iter()
+            .filter(|i| i.supported())
+            .collect()
+    }
+
+    /// Every instruction set against an f64 reference, over odd shapes (every column tail,
+    /// one to nine rows), row- and column-major `A`, f32 and f16 `B`, with and without a
+    /// row scale of `C`. Tolerance: 1e-5 of the sum of |terms| (f32 rounding is ~1e-7).
+    #[test]
+    fn gemm_acc_matches_f64_reference_on_every_isa() {
+        let mut seed = 7;
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (4, 16, 64),
+            (9, 33, 17),
+            (7, 48, 64),
+            (5, 80, 3),
+            (8, 17, 0),
+            (2, 64, 256),
+            (6, 71, 13),
+        ] {
+            for col_major in [false, true] {
+                for f16b in [false, true] {
+                    for scaled in [false, true] {
+                        let ldb = n + 3;
+                        let ldc = n + 1;
+                        let a = rand_vec(&mut seed, m * k + 1);
+                        let (a_rs, a_cs) = if col_major { (1, m) } else { (k, 1) };
+                        let b32 = rand_vec(&mut seed, k * ldb + 1);
+                        let b16: Vec<f16> = b32.iter().map(|&x| f16::from_f32(x)).collect();
+                        let bv: Vec<f32> = if f16b {
+                            b16.iter().map(|x| x.to_f32()).collect()
+                        } else {
+                            b32.clone()
+                        };
+                        let c0 = rand_vec(&mut seed, m * ldc);
+                        let cs = rand_vec(&mut seed, m);
+                        for isa in isas() {
+                            let mut c = c0.clone();
+                            let b = if f16b {
+                                Elems::F16(&b16)
+                            } else {
+                                Elems::F32(&b32)
+                            };
+                            let sc = scaled.then_some(&cs[..]);
+                            gemm_with(isa, m, n, k, &a, a_rs, a_cs, b, ldb, &mut c, ldc, sc);
+                            for i in 0..m {
+                                for j in 0..ldc {
+                                    let got = c[i * ldc + j];
+                                    if j >= n {
+                                        assert_eq!(got, c0[i * ldc + j], "{isa:?} wrote past n");
+                                        continue;
+                                    }
+                                    let s = if scaled { cs[i] as f64 } else { 1.0 };
+                                    let mut want = c0[i * ldc + j] as f64 * s;
+                                    let mut mag = want.abs();
+                                    for p in 0..k {
+                                        let t =
+                                            a[i * a_rs + p * a_cs] as f64 * bv[p * ldb + j] as f64;
+                                        want += t;
+                                        mag += t.abs();
+                                    }
+                                    assert!(
+                                        (got as f64 - want).abs() <= 1e-5 * mag + 1e-7,
+                                        "{isa:?} m{m} n{n} k{k} cm{col_major} f16{f16b} \
+                                         sc{scaled} ({i},{j}): {got} vs {want}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The polynomial exp against f64 `exp` on a dense grid where the result is a normal
+    /// float: within about 1 ulp (relative 1.5e-7; 2^-23 is 1.19e-7), and exactly 0 for −∞.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_exp_is_within_one_ulp() {
+        use std::arch::x86_64::*;
+        let xs: Vec<f32> = (0..=200_000)
+            .map(|i| -87.0 + 175.0 * i as f32 / 200_000.0)
+            .chain([0.0, -0.0, 1e-8, -1e-8, 88.0, -87.3])
+            .collect();
+        let check = |name: &str, got: f32, x: f32| {
+            let want = (x as f64).exp();
+            let rel = ((got as f64 - want) / want).abs();
+            assert!(
+                rel <= 1.5e-7,
+                "{name} exp({x}) = {got}, want {want} (rel {rel:e})"
+            );
+        };
+        for isa in isas() {
+            for &x in &xs {
+                let got = match isa {
+                    // SAFETY: the features were detected.
+                    Isa::Avx512Vnni => unsafe {
+                        let mut o = [0f32; 16];
+                        _mm512_storeu_ps(o.as_mut_ptr(), x86::exp512(_mm512_set1_ps(x)));
+                        o[3]
+                    },
+                    // SAFETY: as above.
+                    Isa::Avx2 => unsafe { exp256_one(x) },
+                    Isa::Scalar => continue,
+                };
+                check(&format!("{isa:?}"), got, x);
+            }
+            let ninf = match isa {
+                // SAFETY: the features were detected.
+                Isa::Avx512Vnni => unsafe {
+                    let mut o = [1f32; 16];
+                    let v = x86::exp512(_mm512_set1_ps(f32::NEG_INFINITY));
+                    _mm512_storeu_ps(o.as_mut_ptr(), v);
+                    o[0]
+                },
+                // SAFETY: as above.
+                Isa::Avx2 => unsafe { exp256_one(f32::NEG_INFINITY) },
+                Isa::Scalar => 0.0,
+            };
+            assert_eq!(ninf, 0.0, "{isa:?} exp(-inf)");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp256_one(x: f32) -> f32 {
+        use std::arch::x86_64::*;
+        let mut o = [0f32; 8];
+        _mm256_storeu_ps(o.as_mut_ptr(), x86::exp256(_mm256_set1_ps(x)));
+        o[5]
+    }
+
+    /// Two tiles in a row (so alpha rescales a running state), odd row counts, masked
+    /// (−∞) scores and rows with nothing visible in the first tile: every instruction set
+    /// against the scalar version (which uses `f32::exp`) within 1e-6 relative.
+    #[test]
+    fn softmax_tile_matches_scalar_on_every_isa() {
+        let mut seed = 11;
+        for &(nk, r) in &[(1, 1), (5, 3), (64, 48), (17, 9), (64, 64), (3, 23)] {
+            let tiles: Vec<Vec<f32>> = (0..2)
+                .map(|t| {
+                    let mut s = rand_vec(&mut seed, nk * r);
+                    for (i, x) in s.iter_mut().enumerate() {
+                        *x *= 8.0;
+                        // Row 0 sees nothing in the first tile; some others are masked.
+                        if (i % r == 0 && t == 0) || i % 7 == 3 {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                    s
+                })
+                .collect();
+            let run = |isa: Isa| {
+                let (mut m, mut l, mut a) =
+                    (vec![f32::NEG_INFINITY; r], vec![0.0; r], vec![0.0; r]);
+                let mut out = Vec::new();
+                for t in &tiles {
+                    let mut s = t.clone();
+                    softmax_with(isa, &mut s, nk, r, &mut m, &mut l, &mut a);
+                    out.push((s, a.clone()));
+                }
+                (out, m, l)
+            };
+            let want = run(Isa::Scalar);
+            for isa in isas() {
+                let got = run(isa);
+                let close = |x: &[f32], y: &[f32], what: &str| {
+                    for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                        assert!(
+                            (p - q).abs() <= 1e-6 * q.abs().max(1e-30) || p == q,
+                            "{isa:?} nk{nk} r{r} {what}[{i}]: {p} vs {q}"
+                        );
+                    }
+                };
+                for ((gs, ga), (ws, wa)) in got.0.iter().zip(&want.0) {
+                    close(gs, ws, "p");
+                    close(ga, wa, "alpha");
+                }
+                close(&got.1, &want.1, "m");
+                close(&got.2, &want.2, "l");
+            }
+        }
+    }
+}
