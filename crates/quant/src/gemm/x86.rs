@@ -26,7 +26,7 @@ pub(super) unsafe fn panel_tile(
     nt: usize,
     tile: &mut [[f32; PANEL_ROWS]; ACT_TILE],
 ) {
-    debug_assert!(panel.codes.len() >= k * PANEL_ROWS);
+    debug_assert!(panel.codes.len() * 4 >= k * PANEL_ROWS);
     debug_assert!(acts.codes.len() >= (b0 + nt) * k);
     let mut t = 0;
     while t < nt {
