@@ -85,11 +85,7 @@ pub fn matmul(
     n_b: usize,
     y: &mut [f32],
 ) -> Result<(), QuantError> {
-    let row_bytes = ty.row_bytes(k as u64).ok_or(QuantError::NotBlockMultiple {
-        ty,
-        n: k,
-        block: ty.block_size(),
-    })? as usize;
+    let row_bytes = weight_row_bytes(ty, k)?;
     assert_eq!(w.len(), row_bytes * n_rows, "weight size");
     assert_eq!(x.len(), n_b * k, "activation size");
     assert_eq!(y.len(), n_b * n_rows, "output size");
@@ -107,11 +103,7 @@ pub fn matmul(
         crate::gemm::matmul(pool, kern, w, row_bytes, n_rows, k, x, n_b, y, true);
         return Ok(());
     }
-    let act_bytes = kern.act.row_bytes(k).ok_or(QuantError::NotBlockMultiple {
-        ty,
-        n: k,
-        block: kern.act.block_size() as u64,
-    })?;
+    let act_bytes = act_row_bytes(ty, kern, k)?;
     ACT_BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.resize(n_b * act_bytes, 0);
@@ -119,6 +111,26 @@ pub fn matmul(
         run_rows(pool, kern, w, row_bytes, n_rows, &buf, act_bytes, n_b, y);
     });
     Ok(())
+}
+
+/// Bytes of one `k`-element row of weight type `ty`.
+fn weight_row_bytes(ty: GgmlType, k: usize) -> Result<usize, QuantError> {
+    ty.row_bytes(k as u64)
+        .map(|b| b as usize)
+        .ok_or(QuantError::NotBlockMultiple {
+            ty,
+            n: k,
+            block: ty.block_size(),
+        })
+}
+
+/// Bytes of one `k`-element activation row in the format `kern` (for weights `ty`) takes.
+fn act_row_bytes(ty: GgmlType, kern: &Kernel, k: usize) -> Result<usize, QuantError> {
+    kern.act.row_bytes(k).ok_or(QuantError::NotBlockMultiple {
+        ty,
+        n: k,
+        block: kern.act.block_size() as u64,
+    })
 }
 
 /// Quantizes the `n_b` rows of `x` into `buf`, splitting rows across threads for batches.
@@ -272,18 +284,8 @@ pub fn matmul_many(
     let mut act_bytes = [0usize; MAX_PRODUCTS];
     for (i, (p, kern)) in products.iter().zip(&kerns).enumerate() {
         let kern = kern.expect("checked above");
-        row_bytes[i] =
-            p.ty.row_bytes(k as u64)
-                .ok_or(QuantError::NotBlockMultiple {
-                    ty: p.ty,
-                    n: k,
-                    block: p.ty.block_size(),
-                })? as usize;
-        act_bytes[i] = kern.act.row_bytes(k).ok_or(QuantError::NotBlockMultiple {
-            ty: p.ty,
-            n: k,
-            block: kern.act.block_size() as u64,
-        })?;
+        row_bytes[i] = weight_row_bytes(p.ty, k)?;
+        act_bytes[i] = act_row_bytes(p.ty, kern, k)?;
         assert_eq!(p.w.len(), row_bytes[i] * p.n_rows, "weight size");
         assert_eq!(p.y.len(), n_b * p.n_rows, "output size");
     }
