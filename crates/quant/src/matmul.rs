@@ -92,7 +92,7 @@ pub fn matmul(
     if n_rows == 0 || n_b == 0 {
         return Ok(());
     }
-    let Some(kern) = kernels::kernel(ty) else {
+    let Some(kern) = row_kernel(ty, n_b) else {
         return matmul_dequant(ty, w, n_rows, k, x, n_b, y, row_bytes);
     };
     if n_b >= GEMM_MIN_BATCH
@@ -111,6 +111,16 @@ pub fn matmul(
         run_rows(pool, kern, w, row_bytes, n_rows, &buf, act_bytes, n_b, y);
     });
     Ok(())
+}
+
+/// The kernel for `n_b` activation rows of weights `ty`: generation (one row) has its own
+/// where the CPU level offers one, with identical results ([`kernels::kernel_one_row`]).
+fn row_kernel(ty: GgmlType, n_b: usize) -> Option<&'static Kernel> {
+    if n_b == 1 {
+        kernels::kernel_one_row(ty)
+    } else {
+        kernels::kernel(ty)
+    }
 }
 
 /// Bytes of one `k`-element row of weight type `ty`.
@@ -268,7 +278,7 @@ pub fn matmul_many(
 ) -> Result<(), QuantError> {
     let n_p = products.len();
     let kerns: [Option<&'static Kernel>; MAX_PRODUCTS] =
-        std::array::from_fn(|i| products.get(i).and_then(|p| kernels::kernel(p.ty)));
+        std::array::from_fn(|i| products.get(i).and_then(|p| row_kernel(p.ty, n_b)));
     let fuse = (2..=MAX_PRODUCTS).contains(&n_p)
         && n_b < GEMM_MIN_BATCH
         && n_b > 0

@@ -164,8 +164,8 @@ fn spread_row(act: ActType, g: usize, q: &[u8], codes: &mut [i8], da: &mut [f32]
                 }
             }
         }
-        ActType::F16 | ActType::BF16 | ActType::F32 => {
-            unreachable!("float activations have no GEMM form")
+        ActType::F16 | ActType::BF16 | ActType::F32 | ActType::Q8_0Planar => {
+            unreachable!("{act:?} activations have no GEMM form")
         }
     }
 }

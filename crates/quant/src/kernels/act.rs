@@ -17,16 +17,24 @@ pub enum ActType {
     Q8_0,
     Q8_1,
     Q8_K,
+    /// Q8_0's values and scales, split for one-row 512-bit kernels: all 32-byte value runs
+    /// first, then each block's f16 scale as f32, eight copies; zero-padded to a multiple of
+    /// four blocks. The same numbers as Q8_0, so kernels reading either layout can do the
+    /// same arithmetic and give identical results (see [`super::kernel_one_row`]).
+    Q8_0Planar,
     F16,
     BF16,
     F32,
 }
 
+/// Blocks a [`ActType::Q8_0Planar`] row is padded to a multiple of.
+pub const PLANAR_STEP: usize = 4;
+
 impl ActType {
     /// Elements per block.
     pub const fn block_size(self) -> usize {
         match self {
-            ActType::Q8_0 | ActType::Q8_1 => 32,
+            ActType::Q8_0 | ActType::Q8_1 | ActType::Q8_0Planar => 32,
             ActType::Q8_K => 256,
             ActType::F16 | ActType::BF16 | ActType::F32 => 1,
         }
@@ -38,6 +46,7 @@ impl ActType {
             ActType::Q8_0 => 34,
             ActType::Q8_1 => 36,
             ActType::Q8_K => 292,
+            ActType::Q8_0Planar => 64,
             ActType::F16 | ActType::BF16 => 2,
             ActType::F32 => 4,
         }
@@ -48,7 +57,12 @@ impl ActType {
         if !k.is_multiple_of(self.block_size()) {
             return None;
         }
-        Some(k / self.block_size() * self.block_bytes())
+        let blocks = k / self.block_size();
+        let blocks = match self {
+            ActType::Q8_0Planar => blocks.div_ceil(PLANAR_STEP) * PLANAR_STEP,
+            _ => blocks,
+        };
+        Some(blocks * self.block_bytes())
     }
 }
 
@@ -81,6 +95,23 @@ pub fn quantize_row(act: ActType, x: &[f32], out: &mut [u8]) {
         ActType::Q8_K => {
             for (xb, ob) in x.chunks_exact(256).zip(out.chunks_exact_mut(292)) {
                 q8_k_block(xb, ob);
+            }
+        }
+        ActType::Q8_0Planar => {
+            let (qs, scales) = out.split_at_mut(out.len() / 2);
+            qs.fill(0);
+            scales.fill(0);
+            for ((xb, qb), sb) in x
+                .chunks_exact(32)
+                .zip(qs.chunks_exact_mut(32))
+                .zip(scales.chunks_exact_mut(32))
+            {
+                let (d, _) = q8_block(xb, qb);
+                // Through f16 and back, exactly the scale a Q8_0 block would carry.
+                let d = f16::from_f32(d).to_f32().to_le_bytes();
+                for c in sb.chunks_exact_mut(4) {
+                    c.copy_from_slice(&d);
+                }
             }
         }
         ActType::F16 => {
@@ -255,6 +286,19 @@ pub fn dequantize_row(act: ActType, src: &[u8], out: &mut [f32]) {
             for (b, o) in src.chunks_exact(292).zip(out.chunks_exact_mut(256)) {
                 let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 for (v, &q) in o.iter_mut().zip(&b[4..260]) {
+                    *v = d * f32::from(q as i8);
+                }
+            }
+        }
+        ActType::Q8_0Planar => {
+            let (qs, scales) = src.split_at(src.len() / 2);
+            for ((o, q), s) in out
+                .chunks_exact_mut(32)
+                .zip(qs.chunks_exact(32))
+                .zip(scales.chunks_exact(32))
+            {
+                let d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                for (v, &q) in o.iter_mut().zip(q) {
                     *v = d * f32::from(q as i8);
                 }
             }

@@ -12,6 +12,8 @@ pub mod scalar;
 pub mod vec;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
+#[cfg(target_arch = "x86_64")]
+mod zmm;
 
 use std::sync::OnceLock;
 
@@ -221,6 +223,40 @@ pub fn kernel(ty: GgmlType) -> Option<&'static Kernel> {
                     .filter(|i| *i <= best)
                     .find_map(|i| kernel_for(t, i))
             })
+            .collect()
+    });
+    table.iter().find(|k| k.ty == ty)
+}
+
+/// The kernel for `ty` at `isa` to use when there is a single activation row (generation).
+///
+/// Where the level has a one-row kernel with its own activation layout
+/// ([`ActType::Q8_0Planar`]: Q4_0 and Q8_0 at the AVX-512 level), this is that kernel: the
+/// layout costs one extra pass over a row of a few thousand activations and saves every
+/// weight row the gathering of its activations. It computes exactly what the tile kernel of
+/// [`kernel_for`] computes for that row, so results do not depend on which one ran (a server
+/// batching sequences relies on this). Other types get [`kernel_for`]'s kernel.
+pub fn kernel_one_row_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
+    let base = kernel_for(ty, isa)?;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(dot) = x86::one_row(ty, isa) {
+        return Some(Kernel {
+            act: ActType::Q8_0Planar,
+            dot,
+            tile: None,
+            ..base
+        });
+    }
+    Some(base)
+}
+
+/// [`kernel_one_row_for`] at the level [`kernel`] picked for `ty`.
+pub fn kernel_one_row(ty: GgmlType) -> Option<&'static Kernel> {
+    static TABLE: OnceLock<Vec<Kernel>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        SUPPORTED
+            .iter()
+            .filter_map(|&t| kernel(t).and_then(|k| kernel_one_row_for(t, k.isa)))
             .collect()
     });
     table.iter().find(|k| k.ty == ty)

@@ -214,3 +214,62 @@ fn best_kernel_exists_for_every_supported_type() {
     }
     assert!(kernel(GgmlType::IQ2_XXS).is_none());
 }
+
+#[test]
+fn one_row_kernels_equal_tile_kernels_bit_for_bit() {
+    // A server batching sequences runs the tile kernels for a batch and the one-row kernels
+    // for a lone sequence: the two must agree exactly, not just within rounding.
+    let mut rng = Rng::new(3);
+    let mut own_layout = 0;
+    for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni] {
+        if !isa.supported() {
+            continue;
+        }
+        for &ty in SUPPORTED {
+            let tile = kernel_for(ty, isa).unwrap();
+            let one = kernel_one_row_for(ty, isa).unwrap();
+            if one.act != tile.act {
+                own_layout += 1;
+            }
+            let b = ty.block_size() as usize;
+            let ks: Vec<usize> = if b == 1 {
+                sizes(ty)
+            } else {
+                (1..=9).map(|n| n * b).collect()
+            };
+            for k in ks {
+                let w = random_weights(&mut rng, ty, k);
+                let x: Vec<Vec<f32>> = (0..TILE).map(|_| random_acts(&mut rng, k)).collect();
+                let acts: Vec<Vec<u8>> = x.iter().map(|x| quantized(tile.act, x)).collect();
+                let want = tile.dot_tile(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
+                for (r, x) in x.iter().enumerate() {
+                    let got = one.dot(&w, &quantized(one.act, x));
+                    assert_eq!(
+                        got.to_bits(),
+                        want[r].to_bits(),
+                        "{ty} {isa:?} k={k} row {r}: one-row {got} vs tile {}",
+                        want[r]
+                    );
+                }
+            }
+        }
+    }
+    if Isa::Avx512Vnni.supported() {
+        assert!(own_layout >= 2, "Q4_0 and Q8_0 have planar one-row kernels");
+    }
+}
+
+#[test]
+fn planar_activations_hold_the_q8_0_numbers() {
+    let mut rng = Rng::new(4);
+    for blocks in [1, 3, 4, 5, 8] {
+        let x = random_acts(&mut rng, 32 * blocks);
+        let mut a = vec![0f32; x.len()];
+        let mut b = vec![0f32; x.len()];
+        act::dequantize_row(ActType::Q8_0, &quantized(ActType::Q8_0, &x), &mut a);
+        let planar = quantized(ActType::Q8_0Planar, &x);
+        assert_eq!(planar.len(), blocks.div_ceil(4) * 4 * 64);
+        act::dequantize_row(ActType::Q8_0Planar, &planar, &mut b);
+        assert_eq!(a, b, "{blocks} blocks");
+    }
+}

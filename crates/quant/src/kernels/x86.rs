@@ -658,7 +658,7 @@ entry!(
     q4_0_avx2,
     q4_0_vnni,
     |w, a| q4_0::<Avx2, N>(w, a),
-    q4_0::<Vnni, N>(w, a)
+    super::zmm::q4_0::<N>(w, a)
 );
 entry!(
     q4_1_avx2,
@@ -682,7 +682,7 @@ entry!(
     q8_0_avx2,
     q8_0_vnni,
     |w, a| q8_0::<Avx2, N>(w, a),
-    q8_0::<Vnni, N>(w, a)
+    super::zmm::q8_0::<N>(w, a)
 );
 entry!(
     iq4nl_avx2,
@@ -702,7 +702,12 @@ entry!(
     |w, a| q2_q3_k::<N, true>(w, a),
     q2_q3_k::<N, true>(w, a)
 );
-entry!(q4k_avx2, q4k_vnni, |w, a| q4_k::<N>(w, a), q4_k::<N>(w, a));
+entry!(
+    q4k_avx2,
+    q4k_vnni,
+    |w, a| q4_k::<N>(w, a),
+    super::zmm::q4_k::<N>(w, a)
+);
 entry!(q5k_avx2, q5k_vnni, |w, a| q5_k::<N>(w, a), q5_k::<N>(w, a));
 entry!(q6k_avx2, q6k_vnni, |w, a| q6_k::<N>(w, a), q6_k::<N>(w, a));
 entry!(
@@ -746,6 +751,35 @@ macro_rules! pick {
             ),
         }
     };
+}
+
+/// # Safety
+/// As the `entry!` functions at the AVX-512 level; `a` is a `Q8_0Planar` row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_0_planar(w: &[u8], a: &[u8]) -> f32 {
+    super::zmm::q4_0_planar(w, a)
+}
+
+/// # Safety
+/// As [`q4_0_planar`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0_planar(w: &[u8], a: &[u8]) -> f32 {
+    super::zmm::q8_0_planar(w, a)
+}
+
+/// The one-row function of `ty` at `isa` that reads `ActType::Q8_0Planar` activations, if
+/// there is one (the caller has checked that the CPU supports `isa`).
+pub(super) fn one_row(ty: GgmlType, isa: Isa) -> Option<DotFn> {
+    if isa < Isa::Avx512Vnni {
+        return None;
+    }
+    // SAFETY (both closures): as in `pick!`; `Kernel::dot` checks the row lengths against
+    // the planar activation layout before calling.
+    match ty {
+        GgmlType::Q4_0 => Some(|w, a| unsafe { q4_0_planar(w, a) }),
+        GgmlType::Q8_0 => Some(|w, a| unsafe { q8_0_planar(w, a) }),
+        _ => None,
+    }
 }
 
 /// The single-row and tile functions of `ty` at `isa` (`Avx2` or `Avx512Vnni`; the caller has

@@ -1,0 +1,386 @@
+//! 512-bit dot products for the weight types that dominate generation time: Q4_0, Q8_0 and
+//! Q4_K, at the AVX-512 level (F/BW/VNNI; no VBMI, so Cascade Lake runs them too).
+//!
+//! Why not the 256-bit bodies of [`super::x86`] with wider registers: at generation time a
+//! matrix-vector product streams every weight once, and the 256-bit kernels spend ~19
+//! instructions per 32-element Q4_0 block (a scale conversion, a permute and a sign fix-up per
+//! block), which on a two-core machine caps them below the memory bandwidth. Here four
+//! blocks are gathered into two registers with one word permute each (every block of these
+//! types starts at an even offset, so `vpermt2w` suffices), their scales are converted four
+//! at a time, and the stored offset (8 for Q4_0, 128 for Q8_0 read as unsigned) is removed
+//! with one `vpdpbusd` against the activations, not a per-block sign trick. About six
+//! instructions per block remain. Q4_K decodes a 64-element run per register and applies its
+//! eight 6-bit scales with one word permute per run.
+//!
+//! The activations stay in ggml's block layouts (Q8_0, Q8_K): the kernels are drop-in
+//! replacements for the 256-bit ones, for one activation row or a tile of them, so
+//! generation, small batches and the server's batch-invariant path all run the same
+//! arithmetic. Safety contract as in [`super::x86`]: `w` holds whole weight blocks and every
+//! `a[r]` the matching number of activation blocks.
+
+use std::arch::x86_64::*;
+use std::ptr::read_unaligned;
+
+use super::layout::*;
+
+/// Word-index tables for `vpermt2w`/`vpermw` (index bit 5 picks the second source).
+#[repr(align(64))]
+struct Words([u16; 32]);
+
+const fn table(f: [[u16; 2]; 4], scale: bool) -> Words {
+    // Not a closure: const fns cannot call one. `f[b] = [first word, source bit]` of block b
+    // of a pair-of-pairs layout; `scale` replicates that single word 8 times per block.
+    let mut t = [0u16; 32];
+    let mut i = 0;
+    while i < 32 {
+        t[i] = if scale {
+            f[i / 8][0] | f[i / 8][1]
+        } else {
+            let b = i / 16;
+            f[b][0] + (i % 16) as u16 | f[b][1]
+        };
+        i += 1;
+    }
+    Words(t)
+}
+
+/// Q8_0 blocks (34 bytes = 17 words: f16 scale, 16 words of i8) four at a time, read as
+/// `r0 = bytes 0..64`, `r1 = 64..128`, `r2 = 72..136`. Block b's values are words
+/// `17b + 1 .. 17b + 17`; blocks 0 and 1 come from (r0, r1), blocks 2 and 3 from (r1, r2).
+static Q8_LO: Words = table([[1, 0], [18, 0], [0, 0], [0, 0]], false);
+// Block 2: words 35..51 = r1 words 3..; block 3: words 52..68: r1 words 20..31, then r2
+// (which starts at word 36) words 28..31. Words 52..63 are r1's 20..31, and 64..67 are r2's
+// 28..31, so block 3 reads r2 throughout from its word 16 (= word 52).
+static Q8_HI: Words = table([[3, 0], [16, 32], [0, 0], [0, 0]], false);
+/// The four scales (words 0, 17, 34, 51 of r0 ‖ r1), eight copies each.
+static Q8_SCALE: Words = table([[0, 0], [17, 0], [2, 32], [19, 32]], true);
+
+/// Q4_0 blocks (18 bytes = 9 words: f16 scale, 8 words of nibbles) four at a time, read as
+/// `r0 = bytes 0..64` and `r1 = bytes 8..72`. Each block's nibbles appear twice (low
+/// nibbles are elements 0..16, high nibbles 16..32), so one shift-and-mask yields the 32
+/// elements in order.
+static Q4_LO: Words = dup_nibbles([[1, 0], [10, 0]]);
+// Block 2: words 19..27 of r0; block 3: words 28..36 = r1 (from word 4) words 24..32.
+static Q4_HI: Words = dup_nibbles([[19, 0], [24, 32]]);
+static Q4_SCALE: Words = table([[0, 0], [9, 0], [18, 0], [27, 0]], true);
+
+const fn dup_nibbles(f: [[u16; 2]; 2]) -> Words {
+    let mut t = [0u16; 32];
+    let mut i = 0;
+    while i < 32 {
+        let b = i / 16;
+        t[i] = f[b][0] + (i % 8) as u16 | f[b][1];
+        i += 1;
+    }
+    Words(t)
+}
+
+#[inline(always)]
+unsafe fn words(t: &Words) -> __m512i {
+    _mm512_load_si512(t.0.as_ptr() as *const __m512i)
+}
+
+/// Bytes `0..n` of `p` (at most 64), zeros after: the tail of a row, without reading past it.
+#[inline(always)]
+unsafe fn load_upto(p: *const u8, n: usize) -> __m512i {
+    match n {
+        0 => _mm512_setzero_si512(),
+        64.. => _mm512_loadu_si512(p as *const __m512i),
+        _ => _mm512_maskz_loadu_epi8((1u64 << n) - 1, p as *const i8),
+    }
+}
+
+/// Four (or, at a row's end, fewer) Q8_0-layout blocks starting at `p`: their values as two
+/// registers of two blocks each, and their f16 scales converted, eight lanes per block.
+#[inline(always)]
+unsafe fn q8_blocks(p: *const u8, blocks: usize) -> Blocks {
+    let n = blocks * Q8_0_BYTES;
+    let (r0, r1, r2) = if blocks == 4 {
+        (
+            _mm512_loadu_si512(p as *const __m512i),
+            _mm512_loadu_si512(p.add(64) as *const __m512i),
+            _mm512_loadu_si512(p.add(72) as *const __m512i),
+        )
+    } else {
+        // Fewer than four blocks: block 3 (the only reader of r2) is absent.
+        (
+            load_upto(p, n.min(64)),
+            load_upto(p.add(64), n.saturating_sub(64)),
+            _mm512_setzero_si512(),
+        )
+    };
+    let lo = _mm512_permutex2var_epi16(r0, words(&Q8_LO), r1);
+    let hi = _mm512_permutex2var_epi16(r1, words(&Q8_HI), r2);
+    let sc = _mm512_permutex2var_epi16(r0, words(&Q8_SCALE), r1);
+    ([lo, hi], f16x32_to_f32(sc))
+}
+
+#[inline(always)]
+unsafe fn f16x32_to_f32(h: __m512i) -> [__m512; 2] {
+    [
+        _mm512_cvtph_ps(_mm512_castsi512_si256(h)),
+        _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(h)),
+    ]
+}
+
+/// Four (or fewer) Q4_0 blocks at `p`: elements as unsigned 0..16 bytes in block order, and
+/// scales, as [`q8_blocks`].
+#[inline(always)]
+unsafe fn q4_0_blocks(p: *const u8, blocks: usize) -> Blocks {
+    let (r0, r1) = if blocks == 4 {
+        (
+            _mm512_loadu_si512(p as *const __m512i),
+            _mm512_loadu_si512(p.add(8) as *const __m512i),
+        )
+    } else {
+        (load_upto(p, blocks * Q4_0_BYTES), _mm512_setzero_si512())
+    };
+    // Within each 16-word half: words 0..8 keep the low nibbles, words 8..16 the high ones.
+    let shift = _mm512_set_epi64(
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+        0,
+        0,
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+        0,
+        0,
+    );
+    let m4 = _mm512_set1_epi8(0x0f);
+    let nib = |v: __m512i| _mm512_and_si512(_mm512_srlv_epi16(v, shift), m4);
+    let lo = nib(_mm512_permutex2var_epi16(r0, words(&Q4_LO), r1));
+    let hi = nib(_mm512_permutex2var_epi16(r0, words(&Q4_HI), r1));
+    let sc = _mm512_permutexvar_epi16(words(&Q4_SCALE), r0);
+    ([lo, hi], f16x32_to_f32(sc))
+}
+
+/// Four (or, at a row's end, fewer) 32-element blocks as two registers of two blocks each,
+/// and their scales, eight f32 copies per block.
+type Blocks = ([__m512i; 2], [__m512; 2]);
+
+/// A weight type of the shared loop: its blocks as unsigned bytes equal to the stored value
+/// plus `OFFSET`, which one `vpdpbusd` of `OFFSET` against the activations takes back out.
+///
+/// Traits rather than closures: a closure that LLVM declines to inline is compiled without
+/// the caller's target features, and its intrinsics become calls (a 20× slowdown).
+trait Weights {
+    const BYTES: usize;
+    const OFFSET: i8;
+    unsafe fn decode(p: *const u8, blocks: usize) -> Blocks;
+}
+
+/// Activation rows in one layout: row `r`'s blocks `i..i + blocks`, as [`Weights`] gives.
+trait Acts {
+    unsafe fn blocks(&self, r: usize, i: usize, blocks: usize) -> Blocks;
+}
+
+struct Q4_0W;
+struct Q8_0W;
+
+impl Weights for Q4_0W {
+    const BYTES: usize = Q4_0_BYTES;
+    const OFFSET: i8 = 8;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8, blocks: usize) -> Blocks {
+        q4_0_blocks(p, blocks)
+    }
+}
+
+impl Weights for Q8_0W {
+    const BYTES: usize = Q8_0_BYTES;
+    const OFFSET: i8 = -128;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8, blocks: usize) -> Blocks {
+        let (q, s) = q8_blocks(p, blocks);
+        let flip = _mm512_set1_epi8(-128);
+        (
+            [_mm512_xor_si512(q[0], flip), _mm512_xor_si512(q[1], flip)],
+            s,
+        )
+    }
+}
+
+/// Q8_0 activation rows, gathered like Q8_0 weights.
+struct Q8Rows<'a, const N: usize>([&'a [u8]; N]);
+
+impl<const N: usize> Acts for Q8Rows<'_, N> {
+    #[inline(always)]
+    unsafe fn blocks(&self, r: usize, i: usize, blocks: usize) -> Blocks {
+        q8_blocks(self.0[r].as_ptr().add(i * Q8_0_BYTES), blocks)
+    }
+}
+
+/// One [`super::ActType::Q8_0Planar`] row: values and scales are plain loads (the padding
+/// to four blocks makes every load whole).
+struct Planar<'a>(&'a [u8]);
+
+impl Acts for Planar<'_> {
+    #[inline(always)]
+    unsafe fn blocks(&self, _: usize, i: usize, _: usize) -> Blocks {
+        let half = self.0.len() / 2;
+        let q = self.0.as_ptr().add(32 * i);
+        let s = self.0.as_ptr().add(half + 32 * i) as *const f32;
+        (
+            [
+                _mm512_loadu_si512(q as *const __m512i),
+                _mm512_loadu_si512(q.add(64) as *const __m512i),
+            ],
+            [_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16))],
+        )
+    }
+}
+
+/// The loop shared by Q4_0 and Q8_0, for either activation layout: both layouts yield the
+/// same registers, so the arithmetic (and the result, to the bit) is the same.
+#[inline(always)]
+unsafe fn blocks32<W: Weights, const N: usize>(w: &[u8], act: impl Acts) -> [f32; N] {
+    let nb = w.len() / W::BYTES;
+    let off = _mm512_set1_epi8(W::OFFSET);
+    let zero = _mm512_setzero_si512();
+    // One accumulator per register half: two independent FMA chains per row.
+    let mut acc = [[_mm512_setzero_ps(); 2]; N];
+    // A macro, not a closure, for the reason given at [`Weights`].
+    macro_rules! step {
+        ($i:expr, $blocks:expr) => {{
+            let (i, blocks) = ($i, $blocks);
+            let (q, ws) = W::decode(w.as_ptr().add(i * W::BYTES), blocks);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let (x, xs) = act.blocks(r, i, blocks);
+                for h in 0..2 {
+                    let p = _mm512_sub_epi32(
+                        _mm512_dpbusd_epi32(zero, q[h], x[h]),
+                        _mm512_dpbusd_epi32(zero, off, x[h]),
+                    );
+                    let s = _mm512_mul_ps(ws[h], xs[h]);
+                    acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[h]);
+                }
+            }
+        }};
+    }
+    // Whole steps in a loop of their own, so that the gathers' tail handling folds away.
+    let whole = nb / 4 * 4;
+    let mut i = 0;
+    while i < whole {
+        step!(i, 4);
+        i += 4;
+    }
+    if i < nb {
+        step!(i, nb - i);
+    }
+    acc.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b)))
+}
+
+#[inline(always)]
+pub(super) unsafe fn q4_0<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    blocks32::<Q4_0W, N>(w, Q8Rows(a))
+}
+
+#[inline(always)]
+pub(super) unsafe fn q8_0<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    blocks32::<Q8_0W, N>(w, Q8Rows(a))
+}
+
+/// Q4_0 against one planar activation row; the same result as [`q4_0`] against that row in
+/// Q8_0 form, to the bit.
+#[inline(always)]
+pub(super) unsafe fn q4_0_planar(w: &[u8], a: &[u8]) -> f32 {
+    blocks32::<Q4_0W, 1>(w, Planar(a))[0]
+}
+
+/// Q8_0 against one planar activation row (see [`q4_0_planar`]).
+#[inline(always)]
+pub(super) unsafe fn q8_0_planar(w: &[u8], a: &[u8]) -> f32 {
+    blocks32::<Q8_0W, 1>(w, Planar(a))[0]
+}
+
+/// Q4_K's eight 6-bit scales and mins (12 bytes at `s`) as bytes `[sc0..8, m0..8]`.
+#[inline(always)]
+unsafe fn k4_scales(s: *const u8) -> __m128i {
+    let u0 = read_unaligned(s as *const u32);
+    let u1 = read_unaligned(s.add(4) as *const u32);
+    let u2 = read_unaligned(s.add(8) as *const u32);
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const TOP2: u32 = 0x0303_0303;
+    let sc = u64::from(u0 & LOW6) | u64::from((u2 & LOW4) | ((u0 >> 6) & TOP2) << 4) << 32;
+    let m = u64::from(u1 & LOW6) | u64::from(((u2 >> 4) & LOW4) | ((u1 >> 6) & TOP2) << 4) << 32;
+    _mm_set_epi64x(m as i64, sc as i64)
+}
+
+/// Word indices into `[sc0..8, m0..8]`: run `j`'s two scales, 16 copies each.
+static K4_RUN: [Words; 4] = [run_scales(0), run_scales(1), run_scales(2), run_scales(3)];
+/// Each min twice (`m0 m0 m1 m1 ...`), to pair with Q8_K's sums of 16.
+static K4_MINS: Words = {
+    let mut t = [0u16; 32];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = 8 + (i / 2) as u16;
+        i += 1;
+    }
+    Words(t)
+};
+
+const fn run_scales(j: usize) -> Words {
+    let mut t = [0u16; 32];
+    let mut i = 0;
+    while i < 32 {
+        t[i] = (2 * j + i / 16) as u16;
+        i += 1;
+    }
+    Words(t)
+}
+
+#[inline(always)]
+pub(super) unsafe fn q4_k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let nb = w.len() / Q4_K_BYTES;
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut mins = [_mm256_setzero_ps(); N];
+    let m4 = _mm512_set1_epi8(0x0f);
+    // The low 16 words of a run keep the low nibbles (its first 32 elements).
+    let shift = _mm512_set_epi64(
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+        0,
+        0,
+        0,
+        0,
+    );
+    for i in 0..nb {
+        let wb = w.as_ptr().add(i * Q4_K_BYTES);
+        let scm = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(k4_scales(wb.add(4))));
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(read_unaligned(wb as *const i32)));
+        let mut sumi = [_mm512_setzero_si512(); N];
+        for (j, run) in K4_RUN.iter().enumerate() {
+            let raw =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(wb.add(16 + 32 * j) as *const __m256i));
+            let q = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), m4);
+            let sc = _mm512_permutexvar_epi16(words(run), scm);
+            for r in 0..N {
+                let ab = a[r].as_ptr().add(i * Q8_K_BYTES + 4 + 64 * j);
+                let x = _mm512_loadu_si512(ab as *const __m512i);
+                let p = _mm512_madd_epi16(_mm512_maddubs_epi16(q, x), sc);
+                sumi[r] = _mm512_add_epi32(sumi[r], p);
+            }
+        }
+        let mdup = _mm512_castsi512_si256(_mm512_permutexvar_epi16(words(&K4_MINS), scm));
+        for r in 0..N {
+            let ab = a[r].as_ptr().add(i * Q8_K_BYTES);
+            let da = _mm_set1_ps(read_unaligned(ab as *const f32));
+            let dm = _mm_mul_ps(dm, da);
+            let d = _mm512_broadcastss_ps(dm);
+            let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[r]), d, acc[r]);
+            let bs = _mm256_loadu_si256(ab.add(260) as *const __m256i);
+            let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mdup));
+            mins[r] = _mm256_fmadd_ps(m, dmin, mins[r]);
+        }
+    }
+    let mut out = [0f32; N];
+    for r in 0..N {
+        out[r] =
+            _mm512_reduce_add_ps(acc[r]) - _mm512_reduce_add_ps(_mm512_zextps256_ps512(mins[r]));
+    }
+    out
+}
