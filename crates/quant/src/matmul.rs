@@ -224,6 +224,15 @@ impl RowJob<'_> {
             // bounds as b < n_b and r < n_rows, and the output outlives the call.
             unsafe { *self.out.get().add(b * n_rows + r) = v };
         };
+        if n_b == 1 {
+            // SAFETY: rows r0..r1 belong to this chunk alone (the pool hands each chunk out
+            // once), and with one activation row they are y[r0..r1], in bounds and outliving
+            // the call.
+            let out = unsafe { std::slice::from_raw_parts_mut(self.out.get().add(r0), r1 - r0) };
+            let w = &self.w[r0 * row_bytes..r1 * row_bytes];
+            self.kern.dot_rows(w, row_bytes, act(0), out);
+            return;
+        }
         let mut b = 0;
         while b + TILE <= n_b {
             let a = [act(b), act(b + 1), act(b + 2), act(b + 3)];

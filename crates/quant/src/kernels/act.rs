@@ -18,8 +18,9 @@ pub enum ActType {
     Q8_1,
     Q8_K,
     /// Q8_0's values and scales, split for one-row 512-bit kernels: all 32-byte value runs
-    /// first, then each block's f16 scale as f32, eight copies; zero-padded to a multiple of
-    /// four blocks. The same numbers as Q8_0, so kernels reading either layout can do the
+    /// first, then each block's f16 scale as f32, eight copies, then `-8 ·` the sum of each
+    /// run of four values as i32 (what Q4_0's offset of 8 costs the dot product); each part
+    /// zero-padded to a multiple of four blocks. The same numbers as Q8_0, so kernels reading either layout can do the
     /// same arithmetic and give identical results (see [`super::kernel_one_row`]).
     Q8_0Planar,
     F16,
@@ -46,7 +47,7 @@ impl ActType {
             ActType::Q8_0 => 34,
             ActType::Q8_1 => 36,
             ActType::Q8_K => 292,
-            ActType::Q8_0Planar => 64,
+            ActType::Q8_0Planar => 96,
             ActType::F16 | ActType::BF16 => 2,
             ActType::F32 => 4,
         }
@@ -98,19 +99,25 @@ pub fn quantize_row(act: ActType, x: &[f32], out: &mut [u8]) {
             }
         }
         ActType::Q8_0Planar => {
-            let (qs, scales) = out.split_at_mut(out.len() / 2);
-            qs.fill(0);
-            scales.fill(0);
-            for ((xb, qb), sb) in x
+            out.fill(0);
+            let third = out.len() / 3;
+            let (qs, rest) = out.split_at_mut(third);
+            let (scales, sums) = rest.split_at_mut(third);
+            for (((xb, qb), sb), nb) in x
                 .chunks_exact(32)
                 .zip(qs.chunks_exact_mut(32))
                 .zip(scales.chunks_exact_mut(32))
+                .zip(sums.chunks_exact_mut(32))
             {
                 let (d, _) = q8_block(xb, qb);
                 // Through f16 and back, exactly the scale a Q8_0 block would carry.
                 let d = f16::from_f32(d).to_f32().to_le_bytes();
                 for c in sb.chunks_exact_mut(4) {
                     c.copy_from_slice(&d);
+                }
+                for (n, q) in nb.chunks_exact_mut(4).zip(qb.chunks_exact(4)) {
+                    let sum: i32 = q.iter().map(|&v| i32::from(v as i8)).sum();
+                    n.copy_from_slice(&(-8 * sum).to_le_bytes());
                 }
             }
         }
@@ -291,7 +298,8 @@ pub fn dequantize_row(act: ActType, src: &[u8], out: &mut [f32]) {
             }
         }
         ActType::Q8_0Planar => {
-            let (qs, scales) = src.split_at(src.len() / 2);
+            let (qs, rest) = src.split_at(src.len() / 3);
+            let scales = &rest[..qs.len()];
             for ((o, q), s) in out
                 .chunks_exact_mut(32)
                 .zip(qs.chunks_exact(32))

@@ -268,7 +268,7 @@ fn planar_activations_hold_the_q8_0_numbers() {
         let mut b = vec![0f32; x.len()];
         act::dequantize_row(ActType::Q8_0, &quantized(ActType::Q8_0, &x), &mut a);
         let planar = quantized(ActType::Q8_0Planar, &x);
-        assert_eq!(planar.len(), blocks.div_ceil(4) * 4 * 64);
+        assert_eq!(planar.len(), blocks.div_ceil(4) * 4 * 96);
         act::dequantize_row(ActType::Q8_0Planar, &planar, &mut b);
         assert_eq!(a, b, "{blocks} blocks");
     }

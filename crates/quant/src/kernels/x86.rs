@@ -20,7 +20,7 @@ use ferrite_gguf::GgmlType;
 
 use super::layout::*;
 use super::scalar::{iq4_xs_scale, k4_scale_min, q3_k_scales};
-use super::{DotFn, Isa, TileFn, TILE};
+use super::{DotFn, Isa, RowsFn, TileFn, TILE};
 
 /// The 8-bit multiply-accumulate: `acc[i] += Σ_{j<4} u[4i+j]·s[4i+j]` (u unsigned, s signed).
 trait Mac {
@@ -753,31 +753,49 @@ macro_rules! pick {
     };
 }
 
-/// # Safety
-/// As the `entry!` functions at the AVX-512 level; `a` is a `Q8_0Planar` row.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q4_0_planar(w: &[u8], a: &[u8]) -> f32 {
-    super::zmm::q4_0_planar(w, a)
+/// One planar-activation kernel (`ActType::Q8_0Planar`) at the AVX-512 level: the one-row
+/// function and the many-row one, which runs the same body per row inside one
+/// `#[target_feature]` function.
+macro_rules! planar {
+    ($one:ident, $rows:ident, $body:path) => {
+        /// # Safety
+        /// As the `entry!` functions at the AVX-512 level; `a` is a `Q8_0Planar` row.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn $one(w: &[u8], a: &[u8]) -> f32 {
+            $body(w, a)
+        }
+
+        /// # Safety
+        /// As `$one`, for each of the `out.len()` rows of `row_bytes` bytes in `w`.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn $rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+            for (o, wr) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+                *o = $body(wr, a);
+            }
+        }
+    };
 }
 
-/// # Safety
-/// As [`q4_0_planar`].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q8_0_planar(w: &[u8], a: &[u8]) -> f32 {
-    super::zmm::q8_0_planar(w, a)
-}
+planar!(q4_0_planar, q4_0_planar_rows, super::zmm::q4_0_planar);
+planar!(q8_0_planar, q8_0_planar_rows, super::zmm::q8_0_planar);
 
-/// The one-row function of `ty` at `isa` that reads `ActType::Q8_0Planar` activations, if
-/// there is one (the caller has checked that the CPU supports `isa`).
-pub(super) fn one_row(ty: GgmlType, isa: Isa) -> Option<DotFn> {
+/// The one-row and many-row functions of `ty` at `isa` that read `ActType::Q8_0Planar`
+/// activations, if there are some (the caller has checked that the CPU supports `isa`).
+pub(super) fn one_row(ty: GgmlType, isa: Isa) -> Option<(DotFn, RowsFn)> {
     if isa < Isa::Avx512Vnni {
         return None;
     }
-    // SAFETY (both closures): as in `pick!`; `Kernel::dot` checks the row lengths against
-    // the planar activation layout before calling.
+    // SAFETY (all closures): as in `pick!`; `Kernel::dot` and `Kernel::dot_rows` check the
+    // row lengths against the planar activation layout before calling.
     match ty {
-        GgmlType::Q4_0 => Some(|w, a| unsafe { q4_0_planar(w, a) }),
-        GgmlType::Q8_0 => Some(|w, a| unsafe { q8_0_planar(w, a) }),
+        GgmlType::Q4_0 => Some((
+            |w, a| unsafe { q4_0_planar(w, a) },
+            |w, rb, a, o| unsafe { q4_0_planar_rows(w, rb, a, o) },
+        )),
+        GgmlType::Q8_0 => Some((
+            |w, a| unsafe { q8_0_planar(w, a) },
+            |w, rb, a, o| unsafe { q8_0_planar_rows(w, rb, a, o) },
+        )),
         _ => None,
     }
 }

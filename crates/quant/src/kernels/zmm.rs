@@ -159,19 +159,23 @@ unsafe fn q4_0_blocks(p: *const u8, blocks: usize) -> Blocks {
 type Blocks = ([__m512i; 2], [__m512; 2]);
 
 /// A weight type of the shared loop: its blocks as unsigned bytes equal to the stored value
-/// plus `OFFSET`, which one `vpdpbusd` of `OFFSET` against the activations takes back out.
+/// plus an offset, and that offset times the activations' sums ([`Acts::blocks`] gives
+/// `-8 · Σ` of each lane's four values) as the starting point of `vpdpbusd`, which then
+/// leaves the exact dot product in every lane.
 ///
 /// Traits rather than closures: a closure that LLVM declines to inline is compiled without
 /// the caller's target features, and its intrinsics become calls (a 20× slowdown).
 trait Weights {
     const BYTES: usize;
-    const OFFSET: i8;
     unsafe fn decode(p: *const u8, blocks: usize) -> Blocks;
+    /// `-offset · Σ` per lane from `-8 · Σ`.
+    unsafe fn offset_term(neg8: __m512i) -> __m512i;
 }
 
-/// Activation rows in one layout: row `r`'s blocks `i..i + blocks`, as [`Weights`] gives.
+/// Activation rows in one layout: row `r`'s blocks `i..i + blocks`, as [`Weights`] gives,
+/// and `-8 ·` the sum of each lane's four values.
 trait Acts {
-    unsafe fn blocks(&self, r: usize, i: usize, blocks: usize) -> Blocks;
+    unsafe fn blocks(&self, r: usize, i: usize, blocks: usize) -> (Blocks, [__m512i; 2]);
 }
 
 struct Q4_0W;
@@ -179,16 +183,18 @@ struct Q8_0W;
 
 impl Weights for Q4_0W {
     const BYTES: usize = Q4_0_BYTES;
-    const OFFSET: i8 = 8;
     #[inline(always)]
     unsafe fn decode(p: *const u8, blocks: usize) -> Blocks {
         q4_0_blocks(p, blocks)
+    }
+    #[inline(always)]
+    unsafe fn offset_term(neg8: __m512i) -> __m512i {
+        neg8
     }
 }
 
 impl Weights for Q8_0W {
     const BYTES: usize = Q8_0_BYTES;
-    const OFFSET: i8 = -128;
     #[inline(always)]
     unsafe fn decode(p: *const u8, blocks: usize) -> Blocks {
         let (q, s) = q8_blocks(p, blocks);
@@ -198,6 +204,10 @@ impl Weights for Q8_0W {
             s,
         )
     }
+    #[inline(always)]
+    unsafe fn offset_term(neg8: __m512i) -> __m512i {
+        _mm512_slli_epi32::<4>(neg8)
+    }
 }
 
 /// Q8_0 activation rows, gathered like Q8_0 weights.
@@ -205,27 +215,35 @@ struct Q8Rows<'a, const N: usize>([&'a [u8]; N]);
 
 impl<const N: usize> Acts for Q8Rows<'_, N> {
     #[inline(always)]
-    unsafe fn blocks(&self, r: usize, i: usize, blocks: usize) -> Blocks {
-        q8_blocks(self.0[r].as_ptr().add(i * Q8_0_BYTES), blocks)
+    unsafe fn blocks(&self, r: usize, i: usize, blocks: usize) -> (Blocks, [__m512i; 2]) {
+        let (x, s) = q8_blocks(self.0[r].as_ptr().add(i * Q8_0_BYTES), blocks);
+        let zero = _mm512_setzero_si512();
+        let eight = _mm512_set1_epi8(8);
+        let neg8 = x.map(|x| _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, x)));
+        ((x, s), neg8)
     }
 }
 
-/// One [`super::ActType::Q8_0Planar`] row: values and scales are plain loads (the padding
-/// to four blocks makes every load whole).
+/// One [`super::ActType::Q8_0Planar`] row: everything is a plain load (the padding to four
+/// blocks makes every load whole).
 struct Planar<'a>(&'a [u8]);
 
 impl Acts for Planar<'_> {
     #[inline(always)]
-    unsafe fn blocks(&self, _: usize, i: usize, _: usize) -> Blocks {
-        let half = self.0.len() / 2;
+    unsafe fn blocks(&self, _: usize, i: usize, _: usize) -> (Blocks, [__m512i; 2]) {
+        let third = self.0.len() / 3;
         let q = self.0.as_ptr().add(32 * i);
-        let s = self.0.as_ptr().add(half + 32 * i) as *const f32;
+        let s = q.add(third) as *const f32;
+        let n = q.add(2 * third) as *const __m512i;
         (
-            [
-                _mm512_loadu_si512(q as *const __m512i),
-                _mm512_loadu_si512(q.add(64) as *const __m512i),
-            ],
-            [_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16))],
+            (
+                [
+                    _mm512_loadu_si512(q as *const __m512i),
+                    _mm512_loadu_si512(q.add(64) as *const __m512i),
+                ],
+                [_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16))],
+            ),
+            [_mm512_loadu_si512(n), _mm512_loadu_si512(n.add(1))],
         )
     }
 }
@@ -235,8 +253,6 @@ impl Acts for Planar<'_> {
 #[inline(always)]
 unsafe fn blocks32<W: Weights, const N: usize>(w: &[u8], act: impl Acts) -> [f32; N] {
     let nb = w.len() / W::BYTES;
-    let off = _mm512_set1_epi8(W::OFFSET);
-    let zero = _mm512_setzero_si512();
     // One accumulator per register half: two independent FMA chains per row.
     let mut acc = [[_mm512_setzero_ps(); 2]; N];
     // A macro, not a closure, for the reason given at [`Weights`].
@@ -245,12 +261,9 @@ unsafe fn blocks32<W: Weights, const N: usize>(w: &[u8], act: impl Acts) -> [f32
             let (i, blocks) = ($i, $blocks);
             let (q, ws) = W::decode(w.as_ptr().add(i * W::BYTES), blocks);
             for (r, acc) in acc.iter_mut().enumerate() {
-                let (x, xs) = act.blocks(r, i, blocks);
+                let ((x, xs), neg8) = act.blocks(r, i, blocks);
                 for h in 0..2 {
-                    let p = _mm512_sub_epi32(
-                        _mm512_dpbusd_epi32(zero, q[h], x[h]),
-                        _mm512_dpbusd_epi32(zero, off, x[h]),
-                    );
+                    let p = _mm512_dpbusd_epi32(W::offset_term(neg8[h]), q[h], x[h]);
                     let s = _mm512_mul_ps(ws[h], xs[h]);
                     acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[h]);
                 }
