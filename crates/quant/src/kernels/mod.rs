@@ -227,10 +227,11 @@ pub fn kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
     match isa {
         Isa::Scalar => Some(base),
         #[cfg(target_arch = "x86_64")]
-        _ => x86::kernel(ty, isa).map(|(dot, tile)| Kernel {
+        _ => x86::kernel(ty, isa).map(|(dot, tile, rows)| Kernel {
             isa,
             dot,
             tile: Some(tile),
+            rows: Some(rows),
             ..base
         }),
         #[cfg(not(target_arch = "x86_64"))]

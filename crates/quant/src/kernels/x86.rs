@@ -637,117 +637,127 @@ unsafe fn bf16_rows<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
 // The `#[target_feature]` entry points, two per type (AVX2, AVX-512 VNNI), generic over N.
 
 macro_rules! entry {
-    ($avx2:ident, $vnni:ident, |$w:ident, $a:ident| $avx2_body:expr, $vnni_body:expr) => {
-        /// # Safety
-        /// The CPU has AVX2, FMA and F16C, and the rows meet the module's contract.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $avx2<const N: usize>($w: &[u8], $a: [&[u8]; N]) -> [f32; N] {
-            $avx2_body
-        }
-        /// # Safety
-        /// The CPU has AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI, and the rows meet the
-        /// module's contract.
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        unsafe fn $vnni<const N: usize>($w: &[u8], $a: [&[u8]; N]) -> [f32; N] {
-            $vnni_body
+    ($name:ident, |$w:ident, $a:ident| $avx2_body:expr, $vnni_body:expr) => {
+        mod $name {
+            use super::*;
+
+            /// # Safety
+            /// The CPU has AVX2, FMA and F16C, and the rows meet the module's contract.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn avx2<const N: usize>($w: &[u8], $a: [&[u8]; N]) -> [f32; N] {
+                $avx2_body
+            }
+
+            /// # Safety
+            /// The CPU has AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI, and the rows meet the
+            /// module's contract.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            pub(super) unsafe fn vnni<const N: usize>($w: &[u8], $a: [&[u8]; N]) -> [f32; N] {
+                $vnni_body
+            }
+
+            /// # Safety
+            /// As [`avx2`], for each of the `out.len()` rows of `row_bytes` bytes in `w`.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn avx2_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+                for (o, $w) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+                    let $a = [a];
+                    const N: usize = 1;
+                    *o = $avx2_body[0];
+                }
+            }
+
+            /// # Safety
+            /// As [`vnni`], for each of the `out.len()` rows of `row_bytes` bytes in `w`.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            pub(super) unsafe fn vnni_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+                for (o, $w) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+                    let $a = [a];
+                    const N: usize = 1;
+                    *o = $vnni_body[0];
+                }
+            }
         }
     };
 }
 
 entry!(
-    q4_0_avx2,
-    q4_0_vnni,
+    q4_0_entry,
     |w, a| q4_0::<Avx2, N>(w, a),
-    super::zmm::q4_0::<N>(w, a)
+    crate::kernels::zmm::q4_0::<N>(w, a)
 );
 entry!(
-    q4_1_avx2,
-    q4_1_vnni,
+    q4_1_entry,
     |w, a| q4_1::<Avx2, N>(w, a),
     q4_1::<Vnni, N>(w, a)
 );
 entry!(
-    q5_0_avx2,
-    q5_0_vnni,
+    q5_0_entry,
     |w, a| q5_0::<Avx2, N>(w, a),
     q5_0::<Vnni, N>(w, a)
 );
 entry!(
-    q5_1_avx2,
-    q5_1_vnni,
+    q5_1_entry,
     |w, a| q5_1::<Avx2, N>(w, a),
     q5_1::<Vnni, N>(w, a)
 );
 entry!(
-    q8_0_avx2,
-    q8_0_vnni,
+    q8_0_entry,
     |w, a| q8_0::<Avx2, N>(w, a),
-    super::zmm::q8_0::<N>(w, a)
+    crate::kernels::zmm::q8_0::<N>(w, a)
 );
 entry!(
-    iq4nl_avx2,
-    iq4nl_vnni,
+    iq4nl_entry,
     |w, a| iq4_nl::<Avx2, N>(w, a),
     iq4_nl::<Vnni, N>(w, a)
 );
 entry!(
-    q2k_avx2,
-    q2k_vnni,
+    q2k_entry,
     |w, a| q2_q3_k::<N, false>(w, a),
     q2_q3_k::<N, false>(w, a)
 );
 entry!(
-    q3k_avx2,
-    q3k_vnni,
+    q3k_entry,
     |w, a| q2_q3_k::<N, true>(w, a),
     q2_q3_k::<N, true>(w, a)
 );
 entry!(
-    q4k_avx2,
-    q4k_vnni,
+    q4k_entry,
     |w, a| q4_k::<N>(w, a),
-    super::zmm::q4_k::<N>(w, a)
+    crate::kernels::zmm::q4_k::<N>(w, a)
 );
-entry!(q5k_avx2, q5k_vnni, |w, a| q5_k::<N>(w, a), q5_k::<N>(w, a));
-entry!(q6k_avx2, q6k_vnni, |w, a| q6_k::<N>(w, a), q6_k::<N>(w, a));
+entry!(q5k_entry, |w, a| q5_k::<N>(w, a), q5_k::<N>(w, a));
+entry!(q6k_entry, |w, a| q6_k::<N>(w, a), q6_k::<N>(w, a));
 entry!(
-    iq4xs_avx2,
-    iq4xs_vnni,
+    iq4xs_entry,
     |w, a| iq4_xs::<Avx2, N>(w, a),
     iq4_xs::<Vnni, N>(w, a)
 );
+entry!(f16_entry, |w, a| f16_rows::<N>(w, a), f16_rows::<N>(w, a));
 entry!(
-    f16_avx2,
-    f16_vnni,
-    |w, a| f16_rows::<N>(w, a),
-    f16_rows::<N>(w, a)
-);
-entry!(
-    bf16_avx2,
-    bf16_vnni,
+    bf16_entry,
     |w, a| bf16_rows::<N>(w, a),
     bf16_rows::<N>(w, a)
 );
-entry!(
-    f32_avx2,
-    f32_vnni,
-    |w, a| f32_rows::<N>(w, a),
-    f32_rows::<N>(w, a)
-);
+entry!(f32_entry, |w, a| f32_rows::<N>(w, a), f32_rows::<N>(w, a));
 
 macro_rules! pick {
-    ($isa:expr, $avx2:ident, $vnni:ident) => {
+    ($isa:expr, $m:ident) => {
         match $isa {
-            // SAFETY (all four closures): `kernel` is only called by `super::kernel_for`
-            // after `Isa::supported` confirmed the features, and `Kernel::dot`/`dot_tile`
-            // check the row lengths before calling these.
+            // SAFETY (all six closures): `kernel` is only called by `super::kernel_for`
+            // after `Isa::supported` confirmed the features, and `Kernel::dot`, `dot_tile`
+            // and `dot_rows` check the row lengths before calling these.
             Isa::Avx2 => (
-                (|w: &[u8], a: &[u8]| unsafe { $avx2::<1>(w, [a])[0] }) as DotFn,
-                (|w: &[u8], a: [&[u8]; TILE]| unsafe { $avx2::<TILE>(w, a) }) as TileFn,
+                (|w: &[u8], a: &[u8]| unsafe { $m::avx2::<1>(w, [a])[0] }) as DotFn,
+                (|w: &[u8], a: [&[u8]; TILE]| unsafe { $m::avx2::<TILE>(w, a) }) as TileFn,
+                (|w: &[u8], rb, a: &[u8], o: &mut [f32]| unsafe { $m::avx2_rows(w, rb, a, o) })
+                    as RowsFn,
             ),
             _ => (
-                (|w: &[u8], a: &[u8]| unsafe { $vnni::<1>(w, [a])[0] }) as DotFn,
-                (|w: &[u8], a: [&[u8]; TILE]| unsafe { $vnni::<TILE>(w, a) }) as TileFn,
+                (|w: &[u8], a: &[u8]| unsafe { $m::vnni::<1>(w, [a])[0] }) as DotFn,
+                (|w: &[u8], a: [&[u8]; TILE]| unsafe { $m::vnni::<TILE>(w, a) }) as TileFn,
+                (|w: &[u8], rb, a: &[u8], o: &mut [f32]| unsafe { $m::vnni_rows(w, rb, a, o) })
+                    as RowsFn,
             ),
         }
     };
@@ -800,28 +810,28 @@ pub(super) fn one_row(ty: GgmlType, isa: Isa) -> Option<(DotFn, RowsFn)> {
     }
 }
 
-/// The single-row and tile functions of `ty` at `isa` (`Avx2` or `Avx512Vnni`; the caller has
+/// The single-row, tile and many-row functions of `ty` at `isa` (`Avx2` or `Avx512Vnni`; the caller has
 /// checked that the CPU supports it).
-pub(super) fn kernel(ty: GgmlType, isa: Isa) -> Option<(DotFn, TileFn)> {
+pub(super) fn kernel(ty: GgmlType, isa: Isa) -> Option<(DotFn, TileFn, RowsFn)> {
     if isa == Isa::Scalar {
         return None;
     }
     Some(match ty {
-        GgmlType::Q4_0 => pick!(isa, q4_0_avx2, q4_0_vnni),
-        GgmlType::Q4_1 => pick!(isa, q4_1_avx2, q4_1_vnni),
-        GgmlType::Q5_0 => pick!(isa, q5_0_avx2, q5_0_vnni),
-        GgmlType::Q5_1 => pick!(isa, q5_1_avx2, q5_1_vnni),
-        GgmlType::Q8_0 => pick!(isa, q8_0_avx2, q8_0_vnni),
-        GgmlType::IQ4_NL => pick!(isa, iq4nl_avx2, iq4nl_vnni),
-        GgmlType::Q2_K => pick!(isa, q2k_avx2, q2k_vnni),
-        GgmlType::Q3_K => pick!(isa, q3k_avx2, q3k_vnni),
-        GgmlType::Q4_K => pick!(isa, q4k_avx2, q4k_vnni),
-        GgmlType::Q5_K => pick!(isa, q5k_avx2, q5k_vnni),
-        GgmlType::Q6_K => pick!(isa, q6k_avx2, q6k_vnni),
-        GgmlType::IQ4_XS => pick!(isa, iq4xs_avx2, iq4xs_vnni),
-        GgmlType::F16 => pick!(isa, f16_avx2, f16_vnni),
-        GgmlType::BF16 => pick!(isa, bf16_avx2, bf16_vnni),
-        GgmlType::F32 => pick!(isa, f32_avx2, f32_vnni),
+        GgmlType::Q4_0 => pick!(isa, q4_0_entry),
+        GgmlType::Q4_1 => pick!(isa, q4_1_entry),
+        GgmlType::Q5_0 => pick!(isa, q5_0_entry),
+        GgmlType::Q5_1 => pick!(isa, q5_1_entry),
+        GgmlType::Q8_0 => pick!(isa, q8_0_entry),
+        GgmlType::IQ4_NL => pick!(isa, iq4nl_entry),
+        GgmlType::Q2_K => pick!(isa, q2k_entry),
+        GgmlType::Q3_K => pick!(isa, q3k_entry),
+        GgmlType::Q4_K => pick!(isa, q4k_entry),
+        GgmlType::Q5_K => pick!(isa, q5k_entry),
+        GgmlType::Q6_K => pick!(isa, q6k_entry),
+        GgmlType::IQ4_XS => pick!(isa, iq4xs_entry),
+        GgmlType::F16 => pick!(isa, f16_entry),
+        GgmlType::BF16 => pick!(isa, bf16_entry),
+        GgmlType::F32 => pick!(isa, f32_entry),
         _ => return None,
     })
 }
