@@ -20,8 +20,9 @@ pub enum ActType {
     /// Q8_0's values and scales, split for one-row 512-bit kernels: all 32-byte value runs
     /// first, then each block's f16 scale as f32, eight copies, then `-8 ·` the sum of each
     /// run of four values as i32 (what Q4_0's offset of 8 costs the dot product); each part
-    /// zero-padded to a multiple of four blocks. The same numbers as Q8_0, so kernels reading either layout can do the
-    /// same arithmetic and give identical results (see [`super::kernel_one_row`]).
+    /// zero-padded to a multiple of four blocks. The same numbers as Q8_0, so kernels
+    /// reading either layout can do the same arithmetic and give identical results (see
+    /// [`super::kernel_one_row`]).
     Q8_0Planar,
     F16,
     BF16,
