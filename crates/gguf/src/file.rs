@@ -253,6 +253,28 @@ impl GgufFile {
         &bytes[t.file_offset as usize..(t.file_offset + t.n_bytes) as usize]
     }
 
+    /// Drops this process's resident pages of `t`'s bytes, for a caller that has copied
+    /// them elsewhere (weights repacked at load), so the model costs one copy of its memory
+    /// and not two. Touching the bytes again reads them back from the file, so every slice
+    /// stays valid. Pages the tensor shares with its neighbours go too, and come back the
+    /// same way. A no-op for files read into memory; the OS may also decline (it is advice).
+    pub fn release_tensor_pages(&self, t: &TensorInfo) {
+        #[cfg(unix)]
+        if let Bytes::Mapped(map) = &self.parts[t.part].bytes {
+            let (offset, len) = (t.file_offset as usize, t.n_bytes as usize);
+            // SAFETY: the mapping is a read-only shared map of the file (memmap2's `Mmap`),
+            // so MADV_DONTNEED only unmaps pages: the next read of those addresses faults
+            // the same file contents back in, and no borrow can observe a change (the file
+            // not being modified is the mapping's own contract, see `load_bytes`). memmap2
+            // checks the range against the mapping and aligns it to pages.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = t;
+    }
+
     /// Paths of the files this model was read from.
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.parts.iter().map(|p| p.path.as_path())

@@ -1,6 +1,7 @@
 //! Kernel benchmarks: `matmul` per weight type on real model shapes.
 //!
-//! - `tg/<shape>/<type>`: one activation row (token generation); throughput is weight bytes
+//! - `tg/<shape>/<type>` (and `<type>-packed` for the types the engine packs at load,
+//!   [`ferrite_quant::repack`]): one activation row (token generation); throughput is weight bytes
 //!   streamed (criterion prints GB/s as "GiB/s").
 //! - `pp/<shape>/<type>`: 512 activation rows (prompt processing); throughput is counted in
 //!   FLOPs (2·n·k·batch) as "elements", so "Gelem/s" reads as GFLOP/s.
@@ -17,7 +18,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrite_gguf::GgmlType;
 use ferrite_quant::kernels;
-use ferrite_quant::matmul::{matmul, ThreadPool};
+use ferrite_quant::matmul::{matmul, matmul_packed, ThreadPool};
+use ferrite_quant::repack;
 use half::{bf16, f16};
 
 const SHAPES: &[(&str, usize, usize)] = &[("smollm2", 576, 1536), ("1b", 2048, 5632)];
@@ -130,6 +132,19 @@ fn bench_matmul(c: &mut Criterion, kind: &str, n_b: usize, types: &[GgmlType]) {
                     matmul(&pool, ty, black_box(&w), n, k, black_box(&x), n_b, &mut y).unwrap()
                 })
             });
+            if repack::worth_packing(ty) {
+                // The layout the engine loads these types into on this CPU.
+                let mut pw = vec![0u8; n * repack::packed_row_bytes(ty, k).unwrap()];
+                repack::pack_rows(ty, k, &w, &mut pw);
+                let isa = kernels::packed_kernel(ty).map(|k| format!("{:?}", k.isa));
+                let id = BenchmarkId::new(format!("{ty}-packed"), isa.unwrap_or_default());
+                g.bench_function(id, |b| {
+                    b.iter(|| {
+                        matmul_packed(&pool, ty, black_box(&pw), n, k, black_box(&x), n_b, &mut y)
+                            .unwrap()
+                    })
+                });
+            }
         }
         g.finish();
     }

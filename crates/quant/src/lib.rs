@@ -19,6 +19,7 @@ pub mod kernels;
 pub mod matmul;
 pub mod pool;
 pub mod quantize;
+pub mod repack;
 pub mod traits;
 
 use ferrite_gguf::{GgmlType, GgufFile, TensorInfo};

@@ -85,14 +85,50 @@ pub fn matmul(
     n_b: usize,
     y: &mut [f32],
 ) -> Result<(), QuantError> {
-    let row_bytes = weight_row_bytes(ty, k)?;
+    matmul_in(pool, ty, false, w, n_rows, k, x, n_b, y)
+}
+
+/// [`matmul`] for weights packed by [`crate::repack::pack_rows`]: the same result, to the bit.
+///
+/// # Panics
+/// As [`matmul`], with `w` holding `n_rows` packed rows.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_packed(
+    pool: &ThreadPool,
+    ty: GgmlType,
+    w: &[u8],
+    n_rows: usize,
+    k: usize,
+    x: &[f32],
+    n_b: usize,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    matmul_in(pool, ty, true, w, n_rows, k, x, n_b, y)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_in(
+    pool: &ThreadPool,
+    ty: GgmlType,
+    packed: bool,
+    w: &[u8],
+    n_rows: usize,
+    k: usize,
+    x: &[f32],
+    n_b: usize,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    let row_bytes = weight_row_bytes(ty, packed, k)?;
     assert_eq!(w.len(), row_bytes * n_rows, "weight size");
     assert_eq!(x.len(), n_b * k, "activation size");
     assert_eq!(y.len(), n_b * n_rows, "output size");
     if n_rows == 0 || n_b == 0 {
         return Ok(());
     }
-    let Some(kern) = row_kernel(ty, n_b) else {
+    let Some(kern) = row_kernel(ty, packed, n_b) else {
+        if packed {
+            return Err(QuantError::Unsupported(ty));
+        }
         return matmul_dequant(ty, w, n_rows, k, x, n_b, y, row_bytes);
     };
     if n_b >= GEMM_MIN_BATCH
@@ -100,7 +136,14 @@ pub fn matmul(
         && crate::gemm::group_size(ty).is_some()
         && !BATCH_INVARIANT.with(|c| c.get())
     {
-        crate::gemm::matmul(pool, kern, w, row_bytes, n_rows, k, x, n_b, y, true);
+        // The GEMM takes the ggml-layout kernel's activations; it unpacks packed rows.
+        let kern = if packed {
+            kernels::kernel(ty).ok_or(QuantError::Unsupported(ty))?
+        } else {
+            kern
+        };
+        let (layout, simd) = (crate::gemm::Layout { packed }, true);
+        crate::gemm::matmul(pool, kern, layout, w, row_bytes, n_rows, k, x, n_b, y, simd);
         return Ok(());
     }
     let act_bytes = act_row_bytes(ty, kern, k)?;
@@ -113,25 +156,29 @@ pub fn matmul(
     Ok(())
 }
 
-/// The kernel for `n_b` activation rows of weights `ty`: generation (one row) has its own
-/// where the CPU level offers one, with identical results ([`kernels::kernel_one_row`]).
-fn row_kernel(ty: GgmlType, n_b: usize) -> Option<&'static Kernel> {
-    if n_b == 1 {
-        kernels::kernel_one_row(ty)
-    } else {
-        kernels::kernel(ty)
+/// The kernel for `n_b` activation rows of weights `ty`: packed weights have theirs; for
+/// ggml-layout weights, generation (one row) has its own where the CPU level offers one,
+/// with identical results ([`kernels::kernel_one_row`]).
+fn row_kernel(ty: GgmlType, packed: bool, n_b: usize) -> Option<&'static Kernel> {
+    match (packed, n_b == 1) {
+        (true, _) => kernels::packed_kernel(ty),
+        (false, true) => kernels::kernel_one_row(ty),
+        (false, false) => kernels::kernel(ty),
     }
 }
 
-/// Bytes of one `k`-element row of weight type `ty`.
-fn weight_row_bytes(ty: GgmlType, k: usize) -> Result<usize, QuantError> {
-    ty.row_bytes(k as u64)
-        .map(|b| b as usize)
-        .ok_or(QuantError::NotBlockMultiple {
-            ty,
-            n: k,
-            block: ty.block_size(),
-        })
+/// Bytes of one `k`-element row of weight type `ty`, packed or not.
+fn weight_row_bytes(ty: GgmlType, packed: bool, k: usize) -> Result<usize, QuantError> {
+    let bytes = if packed {
+        crate::repack::packed_row_bytes(ty, k)
+    } else {
+        ty.row_bytes(k as u64).map(|b| b as usize)
+    };
+    bytes.ok_or(QuantError::NotBlockMultiple {
+        ty,
+        n: k,
+        block: ty.block_size(),
+    })
 }
 
 /// Bytes of one `k`-element activation row in the format `kern` (for weights `ty`) takes.
@@ -256,6 +303,8 @@ impl RowJob<'_> {
 /// type `ty`.
 pub struct Product<'a> {
     pub ty: GgmlType,
+    /// Whether `w` holds packed rows ([`matmul_packed`]).
+    pub packed: bool,
     pub w: &'a [u8],
     pub n_rows: usize,
     pub y: &'a mut [f32],
@@ -286,15 +335,18 @@ pub fn matmul_many(
     products: &mut [Product<'_>],
 ) -> Result<(), QuantError> {
     let n_p = products.len();
-    let kerns: [Option<&'static Kernel>; MAX_PRODUCTS] =
-        std::array::from_fn(|i| products.get(i).and_then(|p| row_kernel(p.ty, n_b)));
+    let kerns: [Option<&'static Kernel>; MAX_PRODUCTS] = std::array::from_fn(|i| {
+        products
+            .get(i)
+            .and_then(|p| row_kernel(p.ty, p.packed, n_b))
+    });
     let fuse = (2..=MAX_PRODUCTS).contains(&n_p)
         && n_b < GEMM_MIN_BATCH
         && n_b > 0
         && kerns[..n_p].iter().all(|k| k.is_some());
     if !fuse {
         for p in products.iter_mut() {
-            matmul(pool, p.ty, p.w, p.n_rows, k, x, n_b, p.y)?;
+            matmul_in(pool, p.ty, p.packed, p.w, p.n_rows, k, x, n_b, p.y)?;
         }
         return Ok(());
     }
@@ -303,7 +355,7 @@ pub fn matmul_many(
     let mut act_bytes = [0usize; MAX_PRODUCTS];
     for (i, (p, kern)) in products.iter().zip(&kerns).enumerate() {
         let kern = kern.expect("checked above");
-        row_bytes[i] = weight_row_bytes(p.ty, k)?;
+        row_bytes[i] = weight_row_bytes(p.ty, p.packed, k)?;
         act_bytes[i] = act_row_bytes(p.ty, kern, k)?;
         assert_eq!(p.w.len(), row_bytes[i] * p.n_rows, "weight size");
         assert_eq!(p.y.len(), n_b * p.n_rows, "output size");
@@ -458,6 +510,7 @@ mod tests {
                         .enumerate()
                         .map(|(i, y)| Product {
                             ty: types[i],
+                            packed: false,
                             w: &ws[i],
                             n_rows: rows[i],
                             y,
@@ -465,6 +518,84 @@ mod tests {
                         .collect();
                     matmul_many(&pool, k, &x, n_b, &mut products).unwrap();
                     assert_eq!(got, want, "threads={threads} n_b={n_b} products={n_p}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_weights_give_the_unpacked_results() {
+        // Every path: one row, tiles, leftovers, the GEMM (n_b >= 8) and the batch-invariant
+        // row kernels; rows of 18 blocks are padded to 20 when packed. The packed kernels
+        // sum in their own order (within rounding of the ggml-layout ones), the GEMM unpacks
+        // (bit for bit), and under `BatchInvariant` each row of a batch equals that row run
+        // alone, to the bit.
+        let mut rng = Rng::new(10);
+        let pool = ThreadPool::new(2);
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            let sc = kernel_for(ty, Isa::Scalar).unwrap();
+            for (k, n_rows) in [(576, 37), (256, 16)] {
+                let w: Vec<u8> = (0..n_rows)
+                    .flat_map(|_| random_weights(&mut rng, ty, k))
+                    .collect();
+                let rb = w.len() / n_rows;
+                let mut pw = vec![0u8; n_rows * crate::repack::packed_row_bytes(ty, k).unwrap()];
+                crate::repack::pack_rows(ty, k, &w, &mut pw);
+                for n_b in [1, 2, 5, 9, 16] {
+                    let x: Vec<f32> = (0..n_b).flat_map(|_| random_acts(&mut rng, k)).collect();
+                    let mut alone = vec![0f32; n_b * n_rows];
+                    for b in 0..n_b {
+                        let y = &mut alone[b * n_rows..(b + 1) * n_rows];
+                        let x = &x[b * k..(b + 1) * k];
+                        matmul_packed(&pool, ty, &pw, n_rows, k, x, 1, y).unwrap();
+                    }
+                    for invariant in [false, true] {
+                        let _guard = invariant.then(BatchInvariant::enter);
+                        let what = format!("{ty} k={k} n_b={n_b} invariant={invariant}");
+                        let mut want = vec![0f32; n_b * n_rows];
+                        let mut got = vec![f32::NAN; n_b * n_rows];
+                        matmul(&pool, ty, &w, n_rows, k, &x, n_b, &mut want).unwrap();
+                        matmul_packed(&pool, ty, &pw, n_rows, k, &x, n_b, &mut got).unwrap();
+                        if n_b >= GEMM_MIN_BATCH && !invariant && crate::gemm::available() {
+                            assert_eq!(got, want, "{what}");
+                            continue;
+                        }
+                        if invariant {
+                            assert_eq!(got, alone, "{what}: batched vs alone");
+                        }
+                        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                            let (b, r) = (i / n_rows, i % n_rows);
+                            let mut a = vec![0u8; sc.act.row_bytes(k).unwrap()];
+                            kernels::quantize_row(sc.act, &x[b * k..(b + 1) * k], &mut a);
+                            let tol = 1e-5 * magnitude(&sc, &w[r * rb..(r + 1) * rb], &a) + 1e-6;
+                            assert!((g - e).abs() <= tol, "{what}: y[{i}] = {g}, want {e}");
+                        }
+                    }
+                    // Fused with an unpacked product of another type: as run alone.
+                    let w2: Vec<u8> = (0..8)
+                        .flat_map(|_| random_weights(&mut rng, GgmlType::Q4_1, k))
+                        .collect();
+                    let (mut y1, mut y2) = (vec![0f32; n_b * n_rows], vec![0f32; n_b * 8]);
+                    let mut products = [
+                        Product {
+                            ty,
+                            packed: true,
+                            w: &pw,
+                            n_rows,
+                            y: &mut y1,
+                        },
+                        Product {
+                            ty: GgmlType::Q4_1,
+                            packed: false,
+                            w: &w2,
+                            n_rows: 8,
+                            y: &mut y2,
+                        },
+                    ];
+                    matmul_many(&pool, k, &x, n_b, &mut products).unwrap();
+                    let mut want = vec![0f32; n_b * n_rows];
+                    matmul_packed(&pool, ty, &pw, n_rows, k, &x, n_b, &mut want).unwrap();
+                    assert_eq!(y1, want, "{ty} k={k} n_b={n_b} fused");
                 }
             }
         }

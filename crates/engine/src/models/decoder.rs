@@ -179,10 +179,13 @@ impl Decoder {
         let t = Tensors { file };
         let c = &config;
         let d = c.n_embd;
-        let tok_embd = t.matrix("token_embd.weight", d, c.n_vocab)?;
-        let output = match t.opt_matrix("output.weight", d, c.n_vocab)? {
-            Some(w) if !c.force_tied_output => w,
-            _ => tok_embd.clone(),
+        let tok_embd = t.mapped_matrix("token_embd.weight", d, c.n_vocab)?;
+        let output = if t.has("output.weight") && !c.force_tied_output {
+            t.matrix("output.weight", d, c.n_vocab)?
+        } else {
+            // Tied: lookups read the file's rows, the output product a packed copy (where
+            // packing pays; the file's pages are then dropped and lookups fault in a few).
+            tok_embd.clone().packed_for_kernels()
         };
         let output_norm = t.vector("output_norm.weight", d)?;
         let rope_freqs = match c.layers.iter().find_map(|l| l.rope) {

@@ -53,6 +53,8 @@ pub(crate) struct Panel {
     rows_q: Vec<u8>,
     row_d: Vec<f32>,
     row_m: Vec<f32>,
+    /// A packed row in ggml layout, for the decoder.
+    unpacked: Vec<u8>,
 }
 
 impl Panel {
@@ -62,6 +64,7 @@ impl Panel {
     pub(crate) fn fill(
         &mut self,
         ty: GgmlType,
+        packed: bool,
         w: &[u8],
         row_bytes: usize,
         r0: usize,
@@ -89,7 +92,13 @@ impl Panel {
                 }
                 continue;
             }
-            let row = &w[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
+            let mut row = &w[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
+            if packed {
+                let ggml = ty.row_bytes(k as u64).expect("checked by the caller") as usize;
+                self.unpacked.resize(ggml, 0);
+                crate::repack::unpack_row(ty, row, &mut self.unpacked);
+                row = &self.unpacked;
+            }
             decode::decode_row(ty, row, q, &mut self.row_d, &mut self.row_m);
             for grp in 0..ng {
                 self.d[grp * PANEL_ROWS + r] = self.row_d[grp];
@@ -164,10 +173,21 @@ fn spread_row(act: ActType, g: usize, q: &[u8], codes: &mut [i8], da: &mut [f32]
                 }
             }
         }
-        ActType::F16 | ActType::BF16 | ActType::F32 | ActType::Q8_0Planar => {
+        ActType::F16
+        | ActType::BF16
+        | ActType::F32
+        | ActType::Q8_0Planar
+        | ActType::Q8_0Grouped => {
             unreachable!("{act:?} activations have no GEMM form")
         }
     }
+}
+
+/// How the weight rows handed to [`matmul`] are laid out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    /// Packed by [`crate::repack`] (unpacked per panel) rather than ggml blocks.
+    pub packed: bool,
 }
 
 /// Whether the panel GEMM runs on this CPU (it needs `vpdpbusd`).
@@ -187,6 +207,7 @@ thread_local! {
 pub(crate) fn matmul(
     pool: &ThreadPool,
     kern: &Kernel,
+    layout: Layout,
     w: &[u8],
     row_bytes: usize,
     n_rows: usize,
@@ -238,7 +259,7 @@ pub(crate) fn matmul(
                 let mut panel = panel.borrow_mut();
                 let r0 = p * PANEL_ROWS;
                 let nr = PANEL_ROWS.min(n_rows - r0);
-                panel.fill(kern.ty, w, row_bytes, r0, nr, k, g);
+                panel.fill(kern.ty, layout.packed, w, row_bytes, r0, nr, k, g);
                 let mut b = 0;
                 while b < n_b {
                     let nt = ACT_TILE.min(n_b - b);

@@ -49,7 +49,8 @@ fn check(simd: bool) {
             }
             for pool in &pools {
                 let mut y = vec![f32::NAN; n_rows * n_b];
-                matmul(pool, &sc, &w, rb, n_rows, k, &x, n_b, &mut y, simd);
+                let layout = Layout { packed: false };
+                matmul(pool, &sc, layout, &w, rb, n_rows, k, &x, n_b, &mut y, simd);
                 for (i, (got, e)) in y.iter().zip(&want).enumerate() {
                     assert!(
                         (got - e).abs() <= tol[i],

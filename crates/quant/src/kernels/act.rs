@@ -24,19 +24,30 @@ pub enum ActType {
     /// reading either layout can do the same arithmetic and give identical results (see
     /// [`super::kernel_one_row`]).
     Q8_0Planar,
+    /// Q8_0's numbers for packed weights ([`crate::repack`]), in groups of four blocks of
+    /// 256 bytes: the blocks' first halves (elements 0..16, 16 bytes per block), their
+    /// second halves, `-8 ·` the sum of each 32-bit lane's eight values (four from each
+    /// half) as 16 i32, the four f16-exact scales as f32, and 48 bytes of padding (so each
+    /// part of a group stays 64-byte aligned relative to the row). A row is zero-padded to
+    /// whole groups.
+    Q8_0Grouped,
     F16,
     BF16,
     F32,
 }
 
-/// Blocks a [`ActType::Q8_0Planar`] row is padded to a multiple of.
+/// Blocks a [`ActType::Q8_0Planar`] or [`ActType::Q8_0Grouped`] row is padded to a
+/// multiple of.
 pub const PLANAR_STEP: usize = 4;
+
+/// Bytes of one [`ActType::Q8_0Grouped`] group of [`PLANAR_STEP`] blocks.
+pub const GROUPED_BYTES: usize = 256;
 
 impl ActType {
     /// Elements per block.
     pub const fn block_size(self) -> usize {
         match self {
-            ActType::Q8_0 | ActType::Q8_1 | ActType::Q8_0Planar => 32,
+            ActType::Q8_0 | ActType::Q8_1 | ActType::Q8_0Planar | ActType::Q8_0Grouped => 32,
             ActType::Q8_K => 256,
             ActType::F16 | ActType::BF16 | ActType::F32 => 1,
         }
@@ -49,6 +60,7 @@ impl ActType {
             ActType::Q8_1 => 36,
             ActType::Q8_K => 292,
             ActType::Q8_0Planar => 96,
+            ActType::Q8_0Grouped => GROUPED_BYTES / PLANAR_STEP,
             ActType::F16 | ActType::BF16 => 2,
             ActType::F32 => 4,
         }
@@ -61,7 +73,9 @@ impl ActType {
         }
         let blocks = k / self.block_size();
         let blocks = match self {
-            ActType::Q8_0Planar => blocks.div_ceil(PLANAR_STEP) * PLANAR_STEP,
+            ActType::Q8_0Planar | ActType::Q8_0Grouped => {
+                blocks.div_ceil(PLANAR_STEP) * PLANAR_STEP
+            }
             _ => blocks,
         };
         Some(blocks * self.block_bytes())
@@ -120,6 +134,26 @@ pub fn quantize_row(act: ActType, x: &[f32], out: &mut [u8]) {
                     let sum: i32 = q.iter().map(|&v| i32::from(v as i8)).sum();
                     n.copy_from_slice(&(-8 * sum).to_le_bytes());
                 }
+            }
+        }
+        ActType::Q8_0Grouped => {
+            out.fill(0);
+            let mut q = [0u8; 32];
+            for (b, xb) in x.chunks_exact(32).enumerate() {
+                let (d, _) = q8_block(xb, &mut q);
+                let (g, i) = (b / PLANAR_STEP, b % PLANAR_STEP);
+                let group = &mut out[g * GROUPED_BYTES..(g + 1) * GROUPED_BYTES];
+                group[16 * i..16 * i + 16].copy_from_slice(&q[..16]);
+                group[64 + 16 * i..64 + 16 * i + 16].copy_from_slice(&q[16..]);
+                for t in 0..4 {
+                    let lane = |h: usize| q[h + 4 * t..h + 4 * t + 4].iter();
+                    let sum: i32 = lane(0).chain(lane(16)).map(|&v| i32::from(v as i8)).sum();
+                    let at = 128 + 4 * (4 * i + t);
+                    group[at..at + 4].copy_from_slice(&(-8 * sum).to_le_bytes());
+                }
+                // Through f16 and back, exactly the scale a Q8_0 block would carry.
+                let d = f16::from_f32(d).to_f32();
+                group[192 + 4 * i..196 + 4 * i].copy_from_slice(&d.to_le_bytes());
             }
         }
         ActType::F16 => {
@@ -309,6 +343,21 @@ pub fn dequantize_row(act: ActType, src: &[u8], out: &mut [f32]) {
                 let d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
                 for (v, &q) in o.iter_mut().zip(q) {
                     *v = d * f32::from(q as i8);
+                }
+            }
+        }
+        ActType::Q8_0Grouped => {
+            for (b, o) in out.chunks_exact_mut(32).enumerate() {
+                let (g, i) = (b / PLANAR_STEP, b % PLANAR_STEP);
+                let group = &src[g * GROUPED_BYTES..(g + 1) * GROUPED_BYTES];
+                let d = f32::from_le_bytes(group[192 + 4 * i..196 + 4 * i].try_into().unwrap());
+                for (e, v) in o.iter_mut().enumerate() {
+                    let at = if e < 16 {
+                        16 * i + e
+                    } else {
+                        64 + 16 * i + e - 16
+                    };
+                    *v = d * f32::from(group[at] as i8);
                 }
             }
         }

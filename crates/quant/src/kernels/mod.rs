@@ -108,6 +108,8 @@ pub struct Kernel {
     pub ty: GgmlType,
     pub act: ActType,
     pub isa: Isa,
+    /// Whether the weight rows are packed ([`crate::repack`]) rather than in ggml layout.
+    pub packed: bool,
     w_block: usize,
     w_bytes: usize,
     dot: DotFn,
@@ -117,7 +119,12 @@ pub struct Kernel {
 
 impl std::fmt::Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Kernel({}, {:?}, {:?})", self.ty, self.act, self.isa)
+        let packed = if self.packed { " packed" } else { "" };
+        write!(
+            f,
+            "Kernel({}{packed}, {:?}, {:?})",
+            self.ty, self.act, self.isa
+        )
     }
 }
 
@@ -126,8 +133,11 @@ impl Kernel {
     #[inline]
     fn check(&self, w: &[u8], a: &[u8]) {
         let nb = w.len() / self.w_bytes;
+        // Packed rows, and their activation rows, are padded to whole groups.
+        let whole = !self.packed || nb.is_multiple_of(crate::repack::GROUP);
         assert!(
             w.len().is_multiple_of(self.w_bytes)
+                && whole
                 && Some(a.len()) == self.act.row_bytes(nb * self.w_block),
             "{}: weight row of {} bytes and {:?} row of {} bytes do not match",
             self.ty,
@@ -209,6 +219,7 @@ fn scalar_kernel(ty: GgmlType) -> Option<Kernel> {
         ty,
         act,
         isa: Isa::Scalar,
+        packed: false,
         w_block,
         w_bytes,
         dot,
@@ -288,6 +299,51 @@ pub fn kernel_one_row(ty: GgmlType) -> Option<&'static Kernel> {
         SUPPORTED
             .iter()
             .filter_map(|&t| kernel(t).and_then(|k| kernel_one_row_for(t, k.isa)))
+            .collect()
+    });
+    table.iter().find(|k| k.ty == ty)
+}
+
+/// The kernel for packed rows of `ty` ([`crate::repack`]) at `isa`, if that level reads
+/// packed rows (the scalar level does, as the reference). Its activations are
+/// [`ActType::Q8_0Grouped`] for one row and for tiles alike, so the two agree to the bit.
+pub fn packed_kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
+    if !crate::repack::has_layout(ty) {
+        return None;
+    }
+    let base = Kernel {
+        packed: true,
+        act: ActType::Q8_0Grouped,
+        ..kernel_for(ty, isa)?
+    };
+    match isa {
+        Isa::Scalar => Some(Kernel {
+            dot: match ty {
+                GgmlType::Q4_0 => scalar::dot_q4_0_packed,
+                _ => scalar::dot_q8_0_packed,
+            },
+            ..base
+        }),
+        #[cfg(target_arch = "x86_64")]
+        _ => x86::packed(ty, isa).map(|(dot, tile, rows)| Kernel {
+            dot,
+            tile: Some(tile),
+            rows: Some(rows),
+            ..base
+        }),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => None,
+    }
+}
+
+/// The best [`packed_kernel_for`] on this CPU, at the level [`kernel`] picked for `ty`
+/// (`None` where that level has none: then weights are not packed).
+pub fn packed_kernel(ty: GgmlType) -> Option<&'static Kernel> {
+    static TABLE: OnceLock<Vec<Kernel>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        SUPPORTED
+            .iter()
+            .filter_map(|&t| kernel(t).and_then(|k| packed_kernel_for(t, k.isa)))
             .collect()
     });
     table.iter().find(|k| k.ty == ty)

@@ -62,6 +62,54 @@ pub fn dot_q4_0(w: &[u8], a: &[u8]) -> f32 {
     s
 }
 
+/// Packed Q4_0 ([`crate::repack`]) · [`super::ActType::Q8_0Grouped`]: the reference for
+/// the packed kernels, block by block in the order [`dot_q4_0`] adds them.
+pub fn dot_q4_0_packed(w: &[u8], a: &[u8]) -> f32 {
+    dot_packed(w, a, 4 * Q4_0_BYTES, |g, b, e| {
+        let v = g[16 * b + e % 16];
+        i32::from(if e < 16 { v & 0x0f } else { v >> 4 }) - 8
+    })
+}
+
+/// Packed Q8_0 · [`super::ActType::Q8_0Grouped`] (see [`dot_q4_0_packed`]).
+pub fn dot_q8_0_packed(w: &[u8], a: &[u8]) -> f32 {
+    dot_packed(w, a, 4 * Q8_0_BYTES, |g, b, e| {
+        i32::from((g[64 * (e / 16) + 16 * b + e % 16] ^ 0x80) as i8)
+    })
+}
+
+/// `Σ d_w · d_a · Σ_e w_e · a_e` over the blocks of packed groups of `group_bytes` (scales
+/// last), with `value(group, block, element)` decoding one weight.
+fn dot_packed(
+    w: &[u8],
+    a: &[u8],
+    group_bytes: usize,
+    value: impl Fn(&[u8], usize, usize) -> i32,
+) -> f32 {
+    use super::act::GROUPED_BYTES;
+    let mut s = 0f32;
+    for (g, ag) in w
+        .chunks_exact(group_bytes)
+        .zip(a.chunks_exact(GROUPED_BYTES))
+    {
+        for b in 0..4 {
+            let at = |e: usize| {
+                if e < 16 {
+                    16 * b + e
+                } else {
+                    64 + 16 * b + e - 16
+                }
+            };
+            let dot: i32 = (0..32)
+                .map(|e| value(g, b, e) * i32::from(ag[at(e)] as i8))
+                .sum();
+            let da = f32::from_le_bytes(ag[192 + 4 * b..196 + 4 * b].try_into().unwrap());
+            s += f16_at(g, group_bytes - 8 + 2 * b) * da * dot as f32;
+        }
+    }
+    s
+}
+
 pub fn dot_q4_1(w: &[u8], a: &[u8]) -> f32 {
     let mut s = 0f32;
     for (wb, ab) in w.chunks_exact(Q4_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)) {

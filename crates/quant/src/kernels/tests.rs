@@ -260,7 +260,7 @@ fn one_row_kernels_equal_tile_kernels_bit_for_bit() {
 }
 
 #[test]
-fn planar_activations_hold_the_q8_0_numbers() {
+fn planar_and_grouped_activations_hold_the_q8_0_numbers() {
     let mut rng = Rng::new(4);
     for blocks in [1, 3, 4, 5, 8] {
         let x = random_acts(&mut rng, 32 * blocks);
@@ -271,5 +271,93 @@ fn planar_activations_hold_the_q8_0_numbers() {
         assert_eq!(planar.len(), blocks.div_ceil(4) * 4 * 96);
         act::dequantize_row(ActType::Q8_0Planar, &planar, &mut b);
         assert_eq!(a, b, "{blocks} blocks");
+        let grouped = quantized(ActType::Q8_0Grouped, &x);
+        assert_eq!(grouped.len(), blocks.div_ceil(4) * 256);
+        act::dequantize_row(ActType::Q8_0Grouped, &grouped, &mut b);
+        assert_eq!(a, b, "{blocks} blocks grouped");
     }
+}
+
+#[test]
+fn packed_kernels_match_the_scalar_reference_and_agree_across_entry_points() {
+    // The scalar packed kernel must compute what the ggml-layout scalar kernel computes on
+    // the unpacked row (same blocks, same order: bit for bit). The SIMD packed kernels sum
+    // in their own order (within the usual tolerance of the scalar one), and their one-row,
+    // tile and many-row entry points must agree to the bit: a server batching sequences
+    // relies on it.
+    let mut rng = Rng::new(5);
+    let mut simd = 0;
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let scalar = packed_kernel_for(ty, Isa::Scalar).unwrap();
+        let unpacked = kernel_for(ty, Isa::Scalar).unwrap();
+        for nb in 1..=9 {
+            let (k, rows) = (32 * nb, 3);
+            let w: Vec<u8> = (0..rows)
+                .flat_map(|_| random_weights(&mut rng, ty, k))
+                .collect();
+            let prb = crate::repack::packed_row_bytes(ty, k).unwrap();
+            let mut pw = vec![0u8; rows * prb];
+            crate::repack::pack_rows(ty, k, &w, &mut pw);
+            let x: Vec<Vec<f32>> = (0..TILE).map(|_| random_acts(&mut rng, k)).collect();
+            let acts: Vec<Vec<u8>> = x.iter().map(|x| quantized(scalar.act, x)).collect();
+            let a4 = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
+            let rb = w.len() / rows;
+            for r in 0..rows {
+                let (wr, pr) = (&w[r * rb..(r + 1) * rb], &pw[r * prb..(r + 1) * prb]);
+                for (t, x) in x.iter().enumerate() {
+                    let want = unpacked.dot(wr, &quantized(unpacked.act, x));
+                    let got = scalar.dot(pr, a4[t]);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{ty} scalar k={k} row {r}");
+                }
+            }
+            for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+                let Some(kern) = packed_kernel_for(ty, isa).filter(|_| isa.supported()) else {
+                    continue;
+                };
+                simd += 1;
+                let mut many = vec![0f32; rows];
+                kern.dot_rows(&pw, prb, a4[0], &mut many);
+                for r in 0..rows {
+                    let pr = &pw[r * prb..(r + 1) * prb];
+                    let what = format!("{ty} {isa:?} k={k} row {r}");
+                    let tile = kern.dot_tile(pr, a4);
+                    for t in 0..TILE {
+                        let want = scalar.dot(pr, a4[t]);
+                        let tol =
+                            1e-5 * magnitude(
+                                &unpacked,
+                                &w[r * rb..(r + 1) * rb],
+                                &quantized(unpacked.act, &x[t]),
+                            ) + 1e-6;
+                        assert!(
+                            (tile[t] - want).abs() <= tol,
+                            "{what} tile {t}: {} vs {want}",
+                            tile[t]
+                        );
+                        assert_eq!(
+                            kern.dot(pr, a4[t]).to_bits(),
+                            tile[t].to_bits(),
+                            "{what} dot {t}"
+                        );
+                    }
+                    assert_eq!(many[r].to_bits(), tile[0].to_bits(), "{what} rows");
+                }
+            }
+        }
+    }
+    if Isa::Avx512Vnni.supported() {
+        assert!(simd >= 18, "the AVX-512 packed kernels ran");
+    }
+}
+
+#[test]
+fn packed_rows_of_the_wrong_length_are_refused() {
+    let k = packed_kernel_for(GgmlType::Q4_0, Isa::Scalar).unwrap();
+    let a = quantized(k.act, &[0.5; 5 * 32]);
+    assert_eq!(a.len(), 2 * 256);
+    // Five blocks pack into two groups (144 bytes): one group, or a partial one, is refused.
+    for w in [&[0u8; 72][..], &[0u8; 90]] {
+        assert!(std::panic::catch_unwind(|| k.dot(w, &a)).is_err());
+    }
+    assert_eq!(k.dot(&[0u8; 144], &a), 0.0);
 }

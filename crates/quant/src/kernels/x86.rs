@@ -810,6 +810,62 @@ pub(super) fn one_row(ty: GgmlType, isa: Isa) -> Option<(DotFn, RowsFn)> {
     }
 }
 
+/// The AVX-512 entry points of one packed type ([`crate::repack`]) against grouped
+/// activation rows: one or a tile of them, and many weight rows against one.
+macro_rules! packed {
+    ($m:ident, $body:ident) => {
+        mod $m {
+            use crate::kernels::zmm;
+
+            /// # Safety
+            /// The CPU has AVX-512 F/BW/VL/VNNI and F16C; `w` is a packed row and every
+            /// `a` a `Q8_0Grouped` row of as many groups.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            pub(super) unsafe fn tile<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+                zmm::$body::<N>(w, a)
+            }
+
+            /// # Safety
+            /// As [`tile`], for each of the `out.len()` rows of `row_bytes` bytes in `w`.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            pub(super) unsafe fn rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+                for (o, wr) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+                    *o = zmm::$body::<1>(wr, [a])[0];
+                }
+            }
+        }
+    };
+}
+
+packed!(q4_0_packed_entry, q4_0_packed);
+packed!(q8_0_packed_entry, q8_0_packed);
+
+/// The packed-row functions `(dot, tile, rows)` of `ty` at `isa` against grouped
+/// activation rows, where that level reads packed rows (the caller has checked that the
+/// CPU supports `isa`).
+pub(super) fn packed(ty: GgmlType, isa: Isa) -> Option<(DotFn, TileFn, RowsFn)> {
+    if isa < Isa::Avx512Vnni {
+        return None;
+    }
+    macro_rules! fns {
+        ($m:ident) => {
+            // SAFETY (all closures): as in `pick!`; `Kernel` checks that the weight row is
+            // a packed row of as many groups as the activation rows before calling.
+            (
+                (|w: &[u8], a: &[u8]| unsafe { $m::tile::<1>(w, [a])[0] }) as DotFn,
+                (|w: &[u8], a: [&[u8]; TILE]| unsafe { $m::tile::<TILE>(w, a) }) as TileFn,
+                (|w: &[u8], rb, a: &[u8], o: &mut [f32]| unsafe { $m::rows(w, rb, a, o) })
+                    as RowsFn,
+            )
+        };
+    }
+    match ty {
+        GgmlType::Q4_0 => Some(fns!(q4_0_packed_entry)),
+        GgmlType::Q8_0 => Some(fns!(q8_0_packed_entry)),
+        _ => None,
+    }
+}
+
 /// The single-row, tile and many-row functions of `ty` at `isa` (`Avx2` or `Avx512Vnni`; the caller has
 /// checked that the CPU supports it).
 pub(super) fn kernel(ty: GgmlType, isa: Isa) -> Option<(DotFn, TileFn, RowsFn)> {

@@ -310,6 +310,118 @@ pub(super) unsafe fn q8_0_planar(w: &[u8], a: &[u8]) -> f32 {
     blocks32::<Q8_0W, 1>(w, Planar(a))[0]
 }
 
+/// Packed weights ([`crate::repack`]) against [`super::ActType::Q8_0Grouped`] rows: a
+/// group of four blocks decodes to two registers holding the same half of each block, so
+/// two `vpdpbusd` leave each block's integer sum in four lanes and the float work (convert,
+/// scale, FMA) is one register per four blocks, half what [`blocks32`] spends. Rows are
+/// padded to whole groups, so every load is whole.
+trait Packed {
+    /// Bytes of a packed group of four blocks.
+    const GROUP_BYTES: usize;
+    /// The group at `p`: its two halves as unsigned bytes (value plus offset), and its four
+    /// scales.
+    unsafe fn decode(p: *const u8) -> ([__m512i; 2], __m128);
+    /// `-offset · Σ` per lane from `-8 · Σ`.
+    unsafe fn offset_term(neg8: __m512i) -> __m512i;
+}
+
+struct Q4_0Packed;
+struct Q8_0Packed;
+
+#[inline(always)]
+unsafe fn f16x4(p: *const u8) -> __m128 {
+    _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i))
+}
+
+impl Packed for Q4_0Packed {
+    const GROUP_BYTES: usize = 4 * Q4_0_BYTES;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> ([__m512i; 2], __m128) {
+        let v = _mm512_loadu_si512(p as *const __m512i);
+        let m4 = _mm512_set1_epi8(0x0f);
+        let lo = _mm512_and_si512(v, m4);
+        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+        ([lo, hi], f16x4(p.add(64)))
+    }
+    #[inline(always)]
+    unsafe fn offset_term(neg8: __m512i) -> __m512i {
+        neg8
+    }
+}
+
+impl Packed for Q8_0Packed {
+    const GROUP_BYTES: usize = 4 * Q8_0_BYTES;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> ([__m512i; 2], __m128) {
+        let lo = _mm512_loadu_si512(p as *const __m512i);
+        let hi = _mm512_loadu_si512(p.add(64) as *const __m512i);
+        ([lo, hi], f16x4(p.add(128)))
+    }
+    #[inline(always)]
+    unsafe fn offset_term(neg8: __m512i) -> __m512i {
+        Q8_0W::offset_term(neg8)
+    }
+}
+
+/// Lane `l` takes scale `l / 4`.
+static SPREAD4: Lanes = Lanes([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
+
+#[repr(align(64))]
+struct Lanes([u32; 16]);
+
+/// Packed rows `w` against `N` grouped activation rows (all padded to the same number of
+/// groups). One row or a tile, the arithmetic per row is the same, so one-row and tile
+/// results agree to the bit.
+#[inline(always)]
+unsafe fn packed<W: Packed, const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    use super::act::GROUPED_BYTES;
+    let ng = w.len() / W::GROUP_BYTES;
+    let spread = _mm512_load_si512(SPREAD4.0.as_ptr() as *const __m512i);
+    // Two accumulators per row, for alternate groups: one FMA chain would wait on its own
+    // latency.
+    let mut acc = [[_mm512_setzero_ps(); 2]; N];
+    // A macro, not a closure, for the reason given at [`Weights`].
+    macro_rules! group {
+        ($g:expr, $slot:expr) => {{
+            let g = $g;
+            let ([lo, hi], ws) = W::decode(w.as_ptr().add(g * W::GROUP_BYTES));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let ap = a[r].as_ptr().add(g * GROUPED_BYTES);
+                let xl = _mm512_loadu_si512(ap as *const __m512i);
+                let xh = _mm512_loadu_si512(ap.add(64) as *const __m512i);
+                let neg8 = _mm512_loadu_si512(ap.add(128) as *const __m512i);
+                let xs = _mm_loadu_ps(ap.add(192) as *const f32);
+                let p = _mm512_dpbusd_epi32(W::offset_term(neg8), lo, xl);
+                let p = _mm512_dpbusd_epi32(p, hi, xh);
+                let s = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_mul_ps(ws, xs)));
+                acc[$slot] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[$slot]);
+            }
+        }};
+    }
+    let mut g = 0;
+    while g + 2 <= ng {
+        group!(g, 0);
+        group!(g + 1, 1);
+        g += 2;
+    }
+    if g < ng {
+        group!(g, 0);
+    }
+    acc.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b)))
+}
+
+/// Packed Q4_0 against `N` grouped activation rows.
+#[inline(always)]
+pub(super) unsafe fn q4_0_packed<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    packed::<Q4_0Packed, N>(w, a)
+}
+
+/// Packed Q8_0 against `N` grouped activation rows.
+#[inline(always)]
+pub(super) unsafe fn q8_0_packed<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    packed::<Q8_0Packed, N>(w, a)
+}
+
 /// Q4_K's eight 6-bit scales and mins (12 bytes at `s`) as bytes `[sc0..8, m0..8]`.
 #[inline(always)]
 unsafe fn k4_scales(s: *const u8) -> __m128i {
