@@ -95,7 +95,7 @@ impl Weight {
             return self;
         };
         let mut buf = vec![0u8; self.n_rows * prb];
-        repack::pack_rows(self.ty, self.k, self.bytes(), &mut buf);
+        pack_in_parallel(self.ty, self.k, self.bytes(), &mut buf, prb);
         self.file.release_tensor_pages(&self.info);
         Weight {
             range: 0..buf.len(),
@@ -200,6 +200,33 @@ impl Weight {
             ..self.clone()
         }
     }
+}
+
+/// [`ferrite_quant::repack::pack_rows`] on all cores for large tensors: packing reads the
+/// whole model at load and first-touches as much new memory (the kernel zeroes each page),
+/// which on one core took ~1 s for a 1.2 GB model. Threads are scoped to the call; the
+/// forward pass's pool does not exist yet at load.
+fn pack_in_parallel(ty: GgmlType, k: usize, src: &[u8], dst: &mut [u8], packed_row_bytes: usize) {
+    const PER_THREAD: usize = 4 << 20;
+    let n_rows = dst.len() / packed_row_bytes;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(dst.len() / PER_THREAD)
+        .clamp(1, 8);
+    if threads == 1 {
+        ferrite_quant::repack::pack_rows(ty, k, src, dst);
+        return;
+    }
+    let rows_per = n_rows.div_ceil(threads);
+    let row_bytes = src.len() / n_rows.max(1);
+    std::thread::scope(|s| {
+        for (from, to) in src
+            .chunks(rows_per * row_bytes)
+            .zip(dst.chunks_mut(rows_per * packed_row_bytes))
+        {
+            s.spawn(move || ferrite_quant::repack::pack_rows(ty, k, from, to));
+        }
+    });
 }
 
 /// Looks tensors up by name in one file, checking shapes.

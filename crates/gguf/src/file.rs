@@ -50,6 +50,8 @@ pub struct GgufFile {
     /// All tensors of all parts, in file order (`TensorInfo::part` says where each lives).
     tensors: Vec<TensorInfo>,
     index: std::collections::HashMap<String, usize>,
+    /// Per tensor: whether [`GgufFile::release_tensor_pages`] dropped its pages.
+    released: Vec<std::sync::atomic::AtomicBool>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> GgufError + '_ {
@@ -195,6 +197,7 @@ impl GgufFile {
             }
         }
         Ok(GgufFile {
+            released: tensors.iter().map(|_| Default::default()).collect(),
             parts,
             tensors,
             index,
@@ -216,6 +219,7 @@ impl GgufFile {
                 bytes: Bytes::Owned(bytes),
                 header,
             }],
+            released: tensors.iter().map(|_| Default::default()).collect(),
             tensors,
             index,
         })
@@ -259,6 +263,9 @@ impl GgufFile {
     /// stays valid. Pages the tensor shares with its neighbours go too, and come back the
     /// same way. A no-op for files read into memory; the OS may also decline (it is advice).
     pub fn release_tensor_pages(&self, t: &TensorInfo) {
+        if let Some(&i) = self.index.get(&t.name) {
+            self.released[i].store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         #[cfg(unix)]
         if let Bytes::Mapped(map) = &self.parts[t.part].bytes {
             let (offset, len) = (t.file_offset as usize, t.n_bytes as usize);
@@ -273,6 +280,14 @@ impl GgufFile {
         }
         #[cfg(not(unix))]
         let _ = t;
+    }
+
+    /// Whether [`GgufFile::release_tensor_pages`] was called for `t`: its user keeps a copy,
+    /// so paging its bytes in would only cost memory.
+    pub fn is_released(&self, t: &TensorInfo) -> bool {
+        self.index
+            .get(&t.name)
+            .is_some_and(|&i| self.released[i].load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Paths of the files this model was read from.

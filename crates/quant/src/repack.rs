@@ -78,26 +78,55 @@ pub fn pack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
         packed_row_bytes(ty, nb * 32),
         "{ty}: packed row size"
     );
-    let block = |b: usize| src.get(b * bytes..(b + 1) * bytes);
-    for (g, out) in dst.chunks_exact_mut(GROUP * bytes).enumerate() {
-        let blocks: [Option<&[u8]>; GROUP] = std::array::from_fn(|i| block(g * GROUP + i));
-        let (values, scales) = out.split_at_mut(GROUP * (bytes - 2));
-        for (i, s) in scales.chunks_exact_mut(2).enumerate() {
-            s.copy_from_slice(blocks[i].map_or(&[0, 0], |b| &b[..2]));
-        }
-        for (b, blk) in blocks.iter().enumerate() {
-            match ty {
-                GgmlType::Q4_0 => {
-                    let run = &mut values[16 * b..16 * b + 16];
-                    run.copy_from_slice(blk.map_or(&[0; 16], |blk| &blk[2..]));
-                }
-                _ => {
-                    for (e, half) in [0, 16].into_iter().enumerate() {
-                        let run = &mut values[64 * e + 16 * b..64 * e + 16 * b + 16];
-                        for (j, v) in run.iter_mut().enumerate() {
-                            *v = blk.map_or(0, |blk| blk[2 + half + j]) ^ 0x80;
-                        }
+    // Whole groups through fixed-size copies (the compiler vectorizes them: packing runs
+    // over every weight at load); the padded last group, if any, block by block.
+    let whole = nb / GROUP;
+    let (src_whole, src_tail) = src.split_at(whole * GROUP * bytes);
+    let (dst_whole, dst_tail) = dst.split_at_mut(whole * GROUP * bytes);
+    for (from, to) in src_whole
+        .chunks_exact(GROUP * bytes)
+        .zip(dst_whole.chunks_exact_mut(GROUP * bytes))
+    {
+        pack_group(ty, bytes, |b| Some(&from[b * bytes..(b + 1) * bytes]), to);
+    }
+    if !dst_tail.is_empty() {
+        pack_group(
+            ty,
+            bytes,
+            |b| src_tail.get(b * bytes..(b + 1) * bytes),
+            dst_tail,
+        );
+    }
+}
+
+/// One packed group from its (up to four; absent ones are padding) ggml blocks.
+fn pack_group<'a>(
+    ty: GgmlType,
+    bytes: usize,
+    block: impl Fn(usize) -> Option<&'a [u8]>,
+    out: &mut [u8],
+) {
+    let (values, scales) = out.split_at_mut(GROUP * (bytes - 2));
+    for b in 0..GROUP {
+        let blk = block(b);
+        scales[2 * b..2 * b + 2].copy_from_slice(blk.map_or(&[0, 0], |blk| &blk[..2]));
+        match (ty, blk) {
+            (GgmlType::Q4_0, Some(blk)) => values[16 * b..16 * b + 16].copy_from_slice(&blk[2..]),
+            (GgmlType::Q4_0, None) => values[16 * b..16 * b + 16].fill(0),
+            (_, Some(blk)) => {
+                for half in 0..2 {
+                    let run: &mut [u8; 16] = (&mut values[64 * half + 16 * b..][..16])
+                        .try_into()
+                        .expect("16 bytes");
+                    let from: &[u8; 16] = blk[2 + 16 * half..][..16].try_into().expect("16 bytes");
+                    for (v, &q) in run.iter_mut().zip(from) {
+                        *v = q ^ 0x80;
                     }
+                }
+            }
+            (_, None) => {
+                for half in 0..2 {
+                    values[64 * half + 16 * b..][..16].fill(0x80);
                 }
             }
         }

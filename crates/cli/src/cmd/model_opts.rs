@@ -58,12 +58,15 @@ impl ModelOpts {
 /// Files at least this large get their weights paged in up front, with a progress bar.
 const PAGE_IN_THRESHOLD: u64 = 128 << 20;
 
-/// Touches one byte of every page of every tensor so the first forward pass does not stall on
-/// page faults with no sign of life; the bar (bytes, ETA) shows on stderr when it is a
-/// terminal. Small files are left to fault in lazily: it takes milliseconds.
+/// Touches one byte of every page of every tensor the model reads through the mapping, so
+/// the first forward pass does not stall on page faults with no sign of life; the bar (bytes,
+/// ETA) shows on stderr when it is a terminal. Small files are left to fault in lazily: it
+/// takes milliseconds. Tensors the engine packed into memory of its own at load (and whose
+/// pages it released) are skipped: paging them back in would double the memory.
 fn page_in_with_progress(model: &Model) {
     let file = model.gguf();
-    let total: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
+    let mapped = || file.tensors().iter().filter(|t| !file.is_released(t));
+    let total: u64 = mapped().map(|t| t.n_bytes).sum();
     if total < PAGE_IN_THRESHOLD {
         return;
     }
@@ -79,7 +82,7 @@ fn page_in_with_progress(model: &Model) {
     );
     const PAGE: usize = 4096;
     let mut checksum = 0u8;
-    for t in file.tensors() {
+    for t in mapped() {
         let data = file.tensor_data(t);
         for chunk in data.chunks(16 << 20) {
             checksum ^= chunk.iter().step_by(PAGE).fold(0, |a, &b| a ^ b);
