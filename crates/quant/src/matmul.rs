@@ -88,7 +88,10 @@ pub fn matmul(
     matmul_in(pool, ty, false, w, n_rows, k, x, n_b, y)
 }
 
-/// [`matmul`] for weights packed by [`crate::repack::pack_rows`]: the same result, to the bit.
+/// [`matmul`] for weights packed by [`crate::repack::pack_rows`]. The packed kernels add the
+/// same integer products in their own float order, so results agree with [`matmul`]'s to
+/// rounding (batches of 8 rows or more, which the panel GEMM unpacks, to
+/// the bit); one row and a batch under [`BatchInvariant`] agree with each other to the bit.
 ///
 /// # Panics
 /// As [`matmul`], with `w` holding `n_rows` packed rows.

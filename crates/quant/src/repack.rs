@@ -21,8 +21,9 @@
 //! So a 512-bit register holds the same half of four blocks, and two `vpdpbusd` leave each
 //! block's integer sum spread over four 32-bit lanes: one conversion, one scale and one FMA
 //! per four blocks, half the float work of the ggml-layout kernels. The activations come in
-//! the matching layout ([`crate::kernels::ActType::Q8_0Grouped`]), the same numbers as Q8_0.
-//! The panel GEMM reads packed rows by unpacking them ([`unpack_row`]) into its per-thread
+//! the matching layout ([`crate::kernels::ActType::Q8_0Grouped`]), the same numbers as Q8_0,
+//! for one row and for tiles alike, so a lone sequence and a batched one agree to the bit;
+//! against the ggml-layout kernels only the float summation order differs. The panel GEMM reads packed rows by unpacking them ([`unpack_row`]) into its per-thread
 //! buffer.
 
 use ferrite_gguf::GgmlType;
