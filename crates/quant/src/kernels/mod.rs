@@ -295,10 +295,20 @@ pub fn kernel_one_row_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
 /// [`kernel_one_row_for`] at the level [`kernel`] picked for `ty`.
 pub fn kernel_one_row(ty: GgmlType) -> Option<&'static Kernel> {
     static TABLE: OnceLock<Vec<Kernel>> = OnceLock::new();
-    let table = TABLE.get_or_init(|| {
+    at_best_level(&TABLE, kernel_one_row_for, ty)
+}
+
+/// `variant(ty, level)` at the level [`kernel`] picked for `ty`, built once for every type
+/// into `table`.
+fn at_best_level(
+    table: &'static OnceLock<Vec<Kernel>>,
+    variant: fn(GgmlType, Isa) -> Option<Kernel>,
+    ty: GgmlType,
+) -> Option<&'static Kernel> {
+    let table = table.get_or_init(|| {
         SUPPORTED
             .iter()
-            .filter_map(|&t| kernel(t).and_then(|k| kernel_one_row_for(t, k.isa)))
+            .filter_map(|&t| kernel(t).and_then(|k| variant(t, k.isa)))
             .collect()
     });
     table.iter().find(|k| k.ty == ty)
@@ -340,13 +350,7 @@ pub fn packed_kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
 /// (`None` where that level has none: then weights are not packed).
 pub fn packed_kernel(ty: GgmlType) -> Option<&'static Kernel> {
     static TABLE: OnceLock<Vec<Kernel>> = OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        SUPPORTED
-            .iter()
-            .filter_map(|&t| kernel(t).and_then(|k| packed_kernel_for(t, k.isa)))
-            .collect()
-    });
-    table.iter().find(|k| k.ty == ty)
+    at_best_level(&TABLE, packed_kernel_for, ty)
 }
 
 /// Every weight type that has a dot-product kernel.
