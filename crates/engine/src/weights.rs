@@ -7,7 +7,8 @@
 //!
 //! The exception is matrices of the types whose fastest kernels read a packed layout on this
 //! CPU ([`ferrite_quant::repack`]: Q4_0 and Q8_0 with AVX-512 VNNI, where generation runs
-//! ~1.7× faster per byte). Those are packed once at load into a buffer of the same size, and
+//! ~1.7× faster per byte). Those are packed once at load into a buffer of the same size
+//! (backed by huge pages where the OS has them: [`PackedRows`]), and
 //! the mapping's pages of the original are dropped ([`GgufFile::release_tensor_pages`]), so
 //! memory stays one copy of the model. Files read into memory (`--no-mmap`) are not packed:
 //! there the original could not be dropped. `FERRITE_REPACK=0` turns packing off.
@@ -33,7 +34,7 @@ pub struct Weight {
     /// The rows in this weight: bytes of the tensor's data, or of `packed` when set.
     range: Range<usize>,
     /// The whole tensor packed for the kernels ([`ferrite_quant::repack`]), when it is.
-    packed: Option<Arc<Vec<u8>>>,
+    packed: Option<Arc<PackedRows>>,
     pub ty: GgmlType,
     pub k: usize,
     pub n_rows: usize,
@@ -94,7 +95,7 @@ impl Weight {
         let Some(prb) = repack::packed_row_bytes(self.ty, self.k) else {
             return self;
         };
-        let mut buf = vec![0u8; self.n_rows * prb];
+        let mut buf = PackedRows::zeroed(self.n_rows * prb);
         pack_in_parallel(self.ty, self.k, self.bytes(), &mut buf, prb);
         self.file.release_tensor_pages(&self.info);
         Weight {
@@ -199,6 +200,54 @@ impl Weight {
             n_rows: n,
             ..self.clone()
         }
+    }
+}
+
+/// Memory for a packed tensor: an anonymous map whose start is 2 MiB-aligned and advised
+/// for transparent huge pages. Generation streams every weight once per token; with 4 KiB
+/// pages that is a TLB miss every 4 KiB, and with huge pages one every 2 MiB.
+pub(crate) struct PackedRows {
+    map: memmap2::MmapMut,
+    start: usize,
+    len: usize,
+}
+
+impl PackedRows {
+    const HUGE_PAGE: usize = 2 << 20;
+
+    fn zeroed(len: usize) -> PackedRows {
+        let huge = len >= Self::HUGE_PAGE;
+        let slack = if huge { Self::HUGE_PAGE } else { 0 };
+        let Ok(map) = memmap2::MmapMut::map_anon((len + slack).max(1)) else {
+            // Out of address space: fail as a Vec would (the allocation error handler).
+            std::alloc::handle_alloc_error(std::alloc::Layout::from_size_align(len, 1).unwrap())
+        };
+        let start = if huge {
+            (map.as_ptr() as usize).next_multiple_of(Self::HUGE_PAGE) - map.as_ptr() as usize
+        } else {
+            0
+        };
+        #[cfg(target_os = "linux")]
+        if huge {
+            // Only whole huge pages: a huge page for the tail would be mostly unused memory.
+            // Advice only: without THP support the map simply keeps small pages.
+            let whole = len / Self::HUGE_PAGE * Self::HUGE_PAGE;
+            let _ = map.advise_range(memmap2::Advice::HugePage, start, whole);
+        }
+        PackedRows { map, start, len }
+    }
+}
+
+impl std::ops::Deref for PackedRows {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for PackedRows {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.map[self.start..self.start + self.len]
     }
 }
 
