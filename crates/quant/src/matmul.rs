@@ -529,15 +529,25 @@ mod tests {
     #[test]
     fn packed_weights_give_the_unpacked_results() {
         // Every path: one row, tiles, leftovers, the GEMM (n_b >= 8) and the batch-invariant
-        // row kernels; rows of 18 blocks are padded to 20 when packed. The packed kernels
+        // row kernels; rows of 18 blocks (3 k-quant blocks) are padded to 20 (4) when packed. The packed kernels
         // sum in their own order (within rounding of the ggml-layout ones), the GEMM unpacks
         // (bit for bit), and under `BatchInvariant` each row of a batch equals that row run
         // alone, to the bit.
         let mut rng = Rng::new(10);
         let pool = ThreadPool::new(2);
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
             let sc = kernel_for(ty, Isa::Scalar).unwrap();
-            for (k, n_rows) in [(576, 37), (256, 16)] {
+            let shapes: &[(usize, usize)] = if ty.block_size() == 256 {
+                &[(768, 37), (512, 16)]
+            } else {
+                &[(576, 37), (256, 16)]
+            };
+            for &(k, n_rows) in shapes {
                 let w: Vec<u8> = (0..n_rows)
                     .flat_map(|_| random_weights(&mut rng, ty, k))
                     .collect();

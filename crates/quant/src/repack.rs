@@ -8,8 +8,8 @@
 //! memory bandwidth. Packing does that re-arrangement once, at load.
 //!
 //! The packed row keeps every byte of information and the same size per block. Blocks go in
-//! groups of [`GROUP`]; a row's last group is padded with zero blocks (scale 0), so every
-//! load is whole. A group of four 32-element blocks `b0..b3` is:
+//! groups; a row's last group is padded with zero blocks (scale 0), so every load is whole.
+//! A group of [`GROUP`] 32-element blocks `b0..b3` is:
 //! - Q4_0 (72 bytes): the four blocks' 16 code bytes one after the other (byte `16b + j`
 //!   holds element `j` of block `b` in its low nibble and element `16 + j` in its high one,
 //!   as in ggml), then the four f16 scales. One AND gives every block's first half, one
@@ -21,22 +21,41 @@
 //! So a 512-bit register holds the same half of four blocks, and two `vpdpbusd` leave each
 //! block's integer sum spread over four 32-bit lanes: one conversion, one scale and one FMA
 //! per four blocks, half the float work of the ggml-layout kernels. The activations come in
-//! the matching layout ([`crate::kernels::ActType::Q8_0Grouped`]), the same numbers as Q8_0,
-//! for one row and for tiles alike, so a lone sequence and a batched one agree to the bit;
-//! against the ggml-layout kernels only the float summation order differs. The panel GEMM reads packed rows by unpacking them ([`unpack_row`]) into its per-thread
-//! buffer.
+//! the matching layout ([`crate::kernels::ActType::Q8_0Grouped`]), the same numbers as Q8_0.
+//!
+//! The k-quants Q4_K and Q6_K go in groups of [`K_GROUP`] 256-element blocks, whose 16
+//! sub-blocks of 32 elements map to the 16 32-bit lanes of a register: lane `8b + s` is
+//! sub-block `s` of block `b`, and code register `t` (0..8) holds that sub-block's elements
+//! `4t..4t + 4` in the lane. Eight `vpdpbusd` then leave every sub-block's sum in its own
+//! lane, ready for one integer multiply by its scale.
+//! - Q4_K (288 bytes): four 64-byte chunks of codes (chunk `c` holds register `c` in its low
+//!   nibbles and register `c + 4` in its high ones), then the two blocks' 16-byte headers
+//!   (d, dmin and the 12 bytes of 6-bit scales and mins) as in ggml.
+//! - Q6_K (420 bytes): the low four bits of the codes as Q4_K's, then two 64-byte chunks of
+//!   high bits (chunk `h` holds register `4h + u`'s two bits at bits `2u..2u + 2`), the
+//!   sub-blocks' scales as 16 bytes for elements 0..16 and 16 for 16..32 (lane order), then
+//!   the two f16 scales.
+//!
+//! Their activations are [`crate::kernels::ActType::Q8_KGrouped`], the same numbers as Q8_K.
+//! For every type one row and tiles use the same layout and arithmetic, so a lone sequence
+//! and a batched one agree to the bit; against the ggml-layout kernels only the float
+//! summation order differs. The panel GEMM reads packed rows by unpacking them
+//! ([`unpack_row`]) into its per-thread buffer.
 
 use ferrite_gguf::GgmlType;
 
-use crate::kernels::layout::{Q4_0_BYTES, Q8_0_BYTES};
+use crate::kernels::layout::{Q4_0_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES};
 use crate::kernels::{self, Isa};
 
-/// Blocks per packed group.
+/// Blocks per packed group of the 32-element types (Q4_0, Q8_0).
 pub const GROUP: usize = 4;
+
+/// Blocks per packed group of the 256-element k-quants (Q4_K, Q6_K).
+pub const K_GROUP: usize = 2;
 
 /// Whether ferrite has a packed layout for `ty` (whatever the CPU).
 pub fn has_layout(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)
+    shape(ty).is_some()
 }
 
 /// Whether weights of `ty` should be packed at load on this CPU: the best kernel level reads
@@ -47,22 +66,30 @@ pub fn worth_packing(ty: GgmlType) -> bool {
         && kernels::packed_kernel(ty).is_some_and(|k| k.isa > Isa::Scalar)
 }
 
+/// `(elements per block, bytes per block, blocks per group)` of `ty`'s packed layout.
+fn shape(ty: GgmlType) -> Option<(usize, usize, usize)> {
+    match ty {
+        GgmlType::Q4_0 => Some((32, Q4_0_BYTES, GROUP)),
+        GgmlType::Q8_0 => Some((32, Q8_0_BYTES, GROUP)),
+        GgmlType::Q4_K => Some((256, Q4_K_BYTES, K_GROUP)),
+        GgmlType::Q6_K => Some((256, Q6_K_BYTES, K_GROUP)),
+        _ => None,
+    }
+}
+
+/// Blocks per packed group of `ty` (rows are padded to whole groups), if it has a layout.
+pub fn group_blocks(ty: GgmlType) -> Option<usize> {
+    shape(ty).map(|(_, _, g)| g)
+}
+
 /// Bytes of one packed row of `k` elements of `ty`, or `None` if `ty` has no packed layout
 /// or `k` is not a whole number of blocks.
 pub fn packed_row_bytes(ty: GgmlType, k: usize) -> Option<usize> {
-    let bytes = block_bytes(ty)?;
-    if !k.is_multiple_of(32) {
+    let (block, bytes, group) = shape(ty)?;
+    if !k.is_multiple_of(block) {
         return None;
     }
-    Some((k / 32).div_ceil(GROUP) * GROUP * bytes)
-}
-
-fn block_bytes(ty: GgmlType) -> Option<usize> {
-    match ty {
-        GgmlType::Q4_0 => Some(Q4_0_BYTES),
-        GgmlType::Q8_0 => Some(Q8_0_BYTES),
-        _ => None,
-    }
+    Some((k / block).div_ceil(group) * group * bytes)
 }
 
 /// Packs one row in ggml layout (`src`, whole blocks of `ty`) into `dst`
@@ -71,67 +98,115 @@ fn block_bytes(ty: GgmlType) -> Option<usize> {
 /// # Panics
 /// If `ty` has no packed layout or the lengths do not match.
 pub fn pack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
-    let bytes = block_bytes(ty).expect("a type with a packed layout");
+    let (block, bytes, group) = shape(ty).expect("a type with a packed layout");
     assert!(src.len().is_multiple_of(bytes), "{ty}: whole blocks");
     let nb = src.len() / bytes;
     assert_eq!(
         Some(dst.len()),
-        packed_row_bytes(ty, nb * 32),
+        packed_row_bytes(ty, nb * block),
         "{ty}: packed row size"
     );
-    // Whole groups through fixed-size copies (the compiler vectorizes them: packing runs
-    // over every weight at load); the padded last group, if any, block by block.
-    let whole = nb / GROUP;
-    let (src_whole, src_tail) = src.split_at(whole * GROUP * bytes);
-    let (dst_whole, dst_tail) = dst.split_at_mut(whole * GROUP * bytes);
+    // Whole groups straight from the source (fixed-size copies the compiler vectorizes:
+    // packing runs over every weight at load); a padded last group through zero blocks.
+    let whole = nb / group;
+    let (src_whole, src_tail) = src.split_at(whole * group * bytes);
+    let (dst_whole, dst_tail) = dst.split_at_mut(whole * group * bytes);
     for (from, to) in src_whole
-        .chunks_exact(GROUP * bytes)
-        .zip(dst_whole.chunks_exact_mut(GROUP * bytes))
+        .chunks_exact(group * bytes)
+        .zip(dst_whole.chunks_exact_mut(group * bytes))
     {
-        pack_group(ty, bytes, |b| Some(&from[b * bytes..(b + 1) * bytes]), to);
+        pack_group(ty, from, to);
     }
     if !dst_tail.is_empty() {
-        pack_group(
-            ty,
-            bytes,
-            |b| src_tail.get(b * bytes..(b + 1) * bytes),
-            dst_tail,
-        );
+        let mut padded = [0u8; MAX_GROUP_BYTES];
+        padded[..src_tail.len()].copy_from_slice(src_tail);
+        pack_group(ty, &padded[..group * bytes], dst_tail);
     }
 }
 
-/// One packed group from its (up to four; absent ones are padding) ggml blocks.
-fn pack_group<'a>(
-    ty: GgmlType,
-    bytes: usize,
-    block: impl Fn(usize) -> Option<&'a [u8]>,
-    out: &mut [u8],
-) {
-    let (values, scales) = out.split_at_mut(GROUP * (bytes - 2));
-    for b in 0..GROUP {
-        let blk = block(b);
-        scales[2 * b..2 * b + 2].copy_from_slice(blk.map_or(&[0, 0], |blk| &blk[..2]));
-        match (ty, blk) {
-            (GgmlType::Q4_0, Some(blk)) => values[16 * b..16 * b + 16].copy_from_slice(&blk[2..]),
-            (GgmlType::Q4_0, None) => values[16 * b..16 * b + 16].fill(0),
-            (_, Some(blk)) => {
+/// The largest packed group (two Q6_K blocks).
+const MAX_GROUP_BYTES: usize = K_GROUP * Q6_K_BYTES;
+
+/// One packed group from its ggml blocks (`from`, padding blocks zeroed: scale 0).
+fn pack_group(ty: GgmlType, from: &[u8], out: &mut [u8]) {
+    match ty {
+        GgmlType::Q4_0 => {
+            let (values, scales) = out.split_at_mut(GROUP * 16);
+            for (b, blk) in from.chunks_exact(Q4_0_BYTES).enumerate() {
+                scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
+                values[16 * b..16 * b + 16].copy_from_slice(&blk[2..]);
+            }
+        }
+        GgmlType::Q8_0 => {
+            let (values, scales) = out.split_at_mut(GROUP * 32);
+            for (b, blk) in from.chunks_exact(Q8_0_BYTES).enumerate() {
+                scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
                 for half in 0..2 {
                     let run: &mut [u8; 16] = (&mut values[64 * half + 16 * b..][..16])
                         .try_into()
                         .expect("16 bytes");
-                    let from: &[u8; 16] = blk[2 + 16 * half..][..16].try_into().expect("16 bytes");
-                    for (v, &q) in run.iter_mut().zip(from) {
+                    let src: &[u8; 16] = blk[2 + 16 * half..][..16].try_into().expect("16 bytes");
+                    for (v, &q) in run.iter_mut().zip(src) {
                         *v = q ^ 0x80;
                     }
                 }
             }
-            (_, None) => {
-                for half in 0..2 {
-                    values[64 * half + 16 * b..][..16].fill(0x80);
+        }
+        GgmlType::Q4_K => {
+            // Codes (4 × 64 bytes), then the two blocks' 16-byte headers (d, dmin, scales).
+            let (codes, headers) = out.split_at_mut(256);
+            for (b, blk) in from.chunks_exact(Q4_K_BYTES).enumerate() {
+                headers[16 * b..16 * b + 16].copy_from_slice(&blk[..16]);
+                let q = |e: usize| (blk[16 + 32 * (e / 64) + e % 32] >> (4 * (e / 32 % 2))) & 0x0f;
+                for_each_k_lane_byte(b, |c, at, e| codes[64 * c + at] = q(e) | (q(e + 16) << 4));
+            }
+        }
+        GgmlType::Q6_K => {
+            // Low code bits (4 × 64 bytes), high bits (2 × 64), scales (16 per register half),
+            // then the two f16 scales.
+            let (low, rest) = out.split_at_mut(256);
+            let (high, rest) = rest.split_at_mut(128);
+            let (scales, d) = rest.split_at_mut(32);
+            high.fill(0);
+            for (b, blk) in from.chunks_exact(Q6_K_BYTES).enumerate() {
+                d[2 * b..2 * b + 2].copy_from_slice(&blk[208..210]);
+                let q = |e: usize| q6_k_code(blk, e);
+                for_each_k_lane_byte(b, |c, at, e| {
+                    low[64 * c + at] = (q(e) & 0x0f) | ((q(e + 16) & 0x0f) << 4);
+                    high[at] |= (q(e) >> 4) << (2 * c);
+                    high[64 + at] |= (q(e + 16) >> 4) << (2 * c);
+                });
+                for s in 0..8 {
+                    scales[8 * b + s] = blk[192 + 2 * s];
+                    scales[16 + 8 * b + s] = blk[192 + 2 * s + 1];
                 }
             }
         }
+        _ => unreachable!("{ty} has no packed layout"),
     }
+}
+
+/// Calls `f(c, at, e)` for the bytes of block `b` (0 or 1) in a k-quant group's four
+/// 64-byte chunks of codes: byte `at` of chunk `c` holds element `e` (its low nibble,
+/// register `c` of [`crate::kernels::ActType::Q8_KGrouped`]) and element `e + 16` (its high
+/// nibble, register `c + 4`) of the block, in the lane of `e`'s 32-element sub-block.
+fn for_each_k_lane_byte(b: usize, mut f: impl FnMut(usize, usize, usize)) {
+    for s in 0..8 {
+        let lane = 8 * b + s;
+        for c in 0..4 {
+            for i in 0..4 {
+                f(c, 4 * lane + i, 32 * s + 4 * c + i);
+            }
+        }
+    }
+}
+
+/// The 6-bit code (0..64) of element `e` of a ggml Q6_K block.
+fn q6_k_code(blk: &[u8], e: usize) -> u8 {
+    let (half, r) = (e / 128, e % 128);
+    let low = (blk[64 * half + r % 64] >> (4 * (r / 64))) & 0x0f;
+    let high = (blk[128 + 32 * half + r % 32] >> (2 * (r / 32))) & 3;
+    low | (high << 4)
 }
 
 /// Undoes [`pack_row`]: the row's first `dst.len() / block bytes` blocks, in ggml layout.
@@ -139,29 +214,85 @@ fn pack_group<'a>(
 /// # Panics
 /// If `ty` has no packed layout or `src` is too short for `dst`.
 pub fn unpack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
-    let bytes = block_bytes(ty).expect("a type with a packed layout");
+    let (_, bytes, group) = shape(ty).expect("a type with a packed layout");
     assert!(dst.len().is_multiple_of(bytes), "{ty}: whole blocks");
     let nb = dst.len() / bytes;
     assert!(
-        src.len() >= nb.div_ceil(GROUP) * GROUP * bytes,
+        src.len() >= nb.div_ceil(group) * group * bytes,
         "{ty}: packed row too short"
     );
-    for (b, out) in dst.chunks_exact_mut(bytes).enumerate() {
-        let group = &src[b / GROUP * GROUP * bytes..][..GROUP * bytes];
-        let (values, scales) = group.split_at(GROUP * (bytes - 2));
-        let i = b % GROUP;
-        out[..2].copy_from_slice(&scales[2 * i..2 * i + 2]);
-        match ty {
-            GgmlType::Q4_0 => out[2..].copy_from_slice(&values[16 * i..16 * i + 16]),
-            _ => {
-                for (e, half) in [0, 16].into_iter().enumerate() {
-                    let run = &values[64 * e + 16 * i..64 * e + 16 * i + 16];
-                    for (q, &v) in out[2 + half..2 + half + 16].iter_mut().zip(run) {
+    let mut blocks = [0u8; MAX_GROUP_BYTES];
+    for (from, to) in src
+        .chunks_exact(group * bytes)
+        .zip(dst.chunks_mut(group * bytes))
+    {
+        let blocks = &mut blocks[..group * bytes];
+        unpack_group(ty, from, blocks);
+        to.copy_from_slice(&blocks[..to.len()]);
+    }
+}
+
+/// The ggml blocks of one packed group.
+fn unpack_group(ty: GgmlType, from: &[u8], blocks: &mut [u8]) {
+    match ty {
+        GgmlType::Q4_0 => {
+            let (values, scales) = from.split_at(GROUP * 16);
+            for (b, blk) in blocks.chunks_exact_mut(Q4_0_BYTES).enumerate() {
+                blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
+                blk[2..].copy_from_slice(&values[16 * b..16 * b + 16]);
+            }
+        }
+        GgmlType::Q8_0 => {
+            let (values, scales) = from.split_at(GROUP * 32);
+            for (b, blk) in blocks.chunks_exact_mut(Q8_0_BYTES).enumerate() {
+                blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
+                for half in 0..2 {
+                    let run = &values[64 * half + 16 * b..][..16];
+                    for (q, &v) in blk[2 + 16 * half..][..16].iter_mut().zip(run) {
                         *q = v ^ 0x80;
                     }
                 }
             }
         }
+        GgmlType::Q4_K => {
+            let (codes, headers) = from.split_at(256);
+            for (b, blk) in blocks.chunks_exact_mut(Q4_K_BYTES).enumerate() {
+                blk[..16].copy_from_slice(&headers[16 * b..16 * b + 16]);
+                blk[16..].fill(0);
+                for_each_k_lane_byte(b, |c, at, e| {
+                    let v = codes[64 * c + at];
+                    for (e, q) in [(e, v & 0x0f), (e + 16, v >> 4)] {
+                        blk[16 + 32 * (e / 64) + e % 32] |= q << (4 * (e / 32 % 2));
+                    }
+                });
+            }
+        }
+        GgmlType::Q6_K => {
+            let (low, rest) = from.split_at(256);
+            let (high, rest) = rest.split_at(128);
+            let (scales, d) = rest.split_at(32);
+            for (b, blk) in blocks.chunks_exact_mut(Q6_K_BYTES).enumerate() {
+                blk[..192].fill(0);
+                for_each_k_lane_byte(b, |c, at, e| {
+                    let v = low[64 * c + at];
+                    let h = |half: usize| (high[64 * half + at] >> (2 * c)) & 3;
+                    for (e, q) in [
+                        (e, (v & 0x0f) | (h(0) << 4)),
+                        (e + 16, (v >> 4) | (h(1) << 4)),
+                    ] {
+                        let (half, r) = (e / 128, e % 128);
+                        blk[64 * half + r % 64] |= (q & 0x0f) << (4 * (r / 64));
+                        blk[128 + 32 * half + r % 32] |= (q >> 4) << (2 * (r / 32));
+                    }
+                });
+                for s in 0..8 {
+                    blk[192 + 2 * s] = scales[8 * b + s];
+                    blk[192 + 2 * s + 1] = scales[16 + 8 * b + s];
+                }
+                blk[208..210].copy_from_slice(&d[2 * b..2 * b + 2]);
+            }
+        }
+        _ => unreachable!("{ty} has no packed layout"),
     }
 }
 
@@ -170,9 +301,9 @@ pub fn unpack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
 /// # Panics
 /// As [`pack_row`], and if `src` or `dst` does not hold `n_rows` rows.
 pub fn pack_rows(ty: GgmlType, k: usize, src: &[u8], dst: &mut [u8]) {
-    let bytes = block_bytes(ty).expect("a type with a packed layout");
+    let (block, bytes, _) = shape(ty).expect("a type with a packed layout");
     let (from, to) = (
-        k / 32 * bytes,
+        k / block * bytes,
         packed_row_bytes(ty, k).expect("whole blocks"),
     );
     assert_eq!(src.len() / from, dst.len() / to, "{ty}: row counts");
@@ -189,10 +320,16 @@ mod tests {
     #[test]
     fn unpack_inverts_pack_for_every_row_length() {
         let mut rng = Rng::new(11);
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let block = ty.block_size() as usize;
             for nb in 1..=9 {
-                let w = random_weights(&mut rng, ty, 32 * nb);
-                let mut packed = vec![0xaa; packed_row_bytes(ty, 32 * nb).unwrap()];
+                let w = random_weights(&mut rng, ty, block * nb);
+                let mut packed = vec![0xaa; packed_row_bytes(ty, block * nb).unwrap()];
                 pack_row(ty, &w, &mut packed);
                 let mut back = vec![0u8; w.len()];
                 unpack_row(ty, &packed, &mut back);
@@ -224,6 +361,10 @@ mod tests {
         assert_eq!(packed_row_bytes(GgmlType::Q4_0, 576), Some(20 * 18));
         assert_eq!(packed_row_bytes(GgmlType::Q4_0, 2048), Some(64 * 18));
         assert_eq!(packed_row_bytes(GgmlType::Q8_0, 5632), Some(176 * 34));
+        assert_eq!(packed_row_bytes(GgmlType::Q4_K, 2048), Some(8 * 144));
+        assert_eq!(packed_row_bytes(GgmlType::Q6_K, 5632), Some(22 * 210));
+        assert_eq!(packed_row_bytes(GgmlType::Q6_K, 768), Some(4 * 210));
+        assert_eq!(packed_row_bytes(GgmlType::Q4_K, 576), None);
         assert_eq!(packed_row_bytes(GgmlType::Q4_0, 33), None);
         assert_eq!(packed_row_bytes(GgmlType::Q4_1, 64), None);
     }

@@ -177,7 +177,8 @@ fn spread_row(act: ActType, g: usize, q: &[u8], codes: &mut [i8], da: &mut [f32]
         | ActType::BF16
         | ActType::F32
         | ActType::Q8_0Planar
-        | ActType::Q8_0Grouped => {
+        | ActType::Q8_0Grouped
+        | ActType::Q8_KGrouped => {
             unreachable!("{act:?} activations have no GEMM form")
         }
     }

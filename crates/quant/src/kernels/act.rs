@@ -31,6 +31,15 @@ pub enum ActType {
     /// part of a group stays 64-byte aligned relative to the row). A row is zero-padded to
     /// whole groups.
     Q8_0Grouped,
+    /// Q8_K's numbers for packed k-quant weights ([`crate::repack`]), in groups of two
+    /// blocks of [`K_GROUPED_BYTES`]. Lane `l = 8b + s` of a 512-bit register stands for
+    /// the 32-element sub-block `s` of block `b`, and register `t` (0..8) holds that
+    /// sub-block's elements `4t..4t + 4` in the lane: eight 64-byte registers of values,
+    /// then per lane `-32 ·` the sum of the sub-block's first 16 values and of its last 16
+    /// (16 i32 each: Q6_K's offset of 32, and Q4_K's block sums for its mins), then
+    /// `[d₀, d₀/32, d₁, d₁/32]` as f32 and 48 bytes of padding. A row is zero-padded to
+    /// whole groups.
+    Q8_KGrouped,
     F16,
     BF16,
     F32,
@@ -43,12 +52,18 @@ pub const PLANAR_STEP: usize = 4;
 /// Bytes of one [`ActType::Q8_0Grouped`] group of [`PLANAR_STEP`] blocks.
 pub const GROUPED_BYTES: usize = 256;
 
+/// Blocks in one [`ActType::Q8_KGrouped`] group.
+pub const K_GROUP: usize = 2;
+
+/// Bytes of one [`ActType::Q8_KGrouped`] group of [`K_GROUP`] blocks.
+pub const K_GROUPED_BYTES: usize = 704;
+
 impl ActType {
     /// Elements per block.
     pub const fn block_size(self) -> usize {
         match self {
             ActType::Q8_0 | ActType::Q8_1 | ActType::Q8_0Planar | ActType::Q8_0Grouped => 32,
-            ActType::Q8_K => 256,
+            ActType::Q8_K | ActType::Q8_KGrouped => 256,
             ActType::F16 | ActType::BF16 | ActType::F32 => 1,
         }
     }
@@ -61,6 +76,7 @@ impl ActType {
             ActType::Q8_K => 292,
             ActType::Q8_0Planar => 96,
             ActType::Q8_0Grouped => GROUPED_BYTES / PLANAR_STEP,
+            ActType::Q8_KGrouped => K_GROUPED_BYTES / K_GROUP,
             ActType::F16 | ActType::BF16 => 2,
             ActType::F32 => 4,
         }
@@ -76,6 +92,7 @@ impl ActType {
             ActType::Q8_0Planar | ActType::Q8_0Grouped => {
                 blocks.div_ceil(PLANAR_STEP) * PLANAR_STEP
             }
+            ActType::Q8_KGrouped => blocks.div_ceil(K_GROUP) * K_GROUP,
             _ => blocks,
         };
         Some(blocks * self.block_bytes())
@@ -154,6 +171,36 @@ pub fn quantize_row(act: ActType, x: &[f32], out: &mut [u8]) {
                 // Through f16 and back, exactly the scale a Q8_0 block would carry.
                 let d = f16::from_f32(d).to_f32();
                 group[192 + 4 * i..196 + 4 * i].copy_from_slice(&d.to_le_bytes());
+            }
+        }
+        ActType::Q8_KGrouped => {
+            out.fill(0);
+            let mut blk = [0u8; 292];
+            for (b, xb) in x.chunks_exact(256).enumerate() {
+                q8_k_block(xb, &mut blk);
+                let d = f32::from_le_bytes(blk[..4].try_into().expect("4 bytes"));
+                let qs = &blk[4..260];
+                let (g, b) = (b / K_GROUP, b % K_GROUP);
+                let group = &mut out[g * K_GROUPED_BYTES..(g + 1) * K_GROUPED_BYTES];
+                for s in 0..8 {
+                    let lane = 8 * b + s;
+                    let sub = &qs[32 * s..32 * s + 32];
+                    for t in 0..8 {
+                        group[64 * t + 4 * lane..][..4].copy_from_slice(&sub[4 * t..4 * t + 4]);
+                    }
+                    for half in 0..2 {
+                        let sum: i32 = sub[16 * half..16 * half + 16]
+                            .iter()
+                            .map(|&q| i32::from(q as i8))
+                            .sum();
+                        let at = 512 + 64 * half + 4 * lane;
+                        group[at..at + 4].copy_from_slice(&(-32 * sum).to_le_bytes());
+                    }
+                }
+                for (i, v) in [d, d / 32.0].into_iter().enumerate() {
+                    let at = 640 + 8 * b + 4 * i;
+                    group[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                }
             }
         }
         ActType::F16 => {
@@ -358,6 +405,17 @@ pub fn dequantize_row(act: ActType, src: &[u8], out: &mut [f32]) {
                         64 + 16 * i + e - 16
                     };
                     *v = d * f32::from(group[at] as i8);
+                }
+            }
+        }
+        ActType::Q8_KGrouped => {
+            for (b, o) in out.chunks_exact_mut(256).enumerate() {
+                let (g, b) = (b / K_GROUP, b % K_GROUP);
+                let group = &src[g * K_GROUPED_BYTES..(g + 1) * K_GROUPED_BYTES];
+                let d = f32::from_le_bytes(group[640 + 8 * b..644 + 8 * b].try_into().unwrap());
+                for (e, v) in o.iter_mut().enumerate() {
+                    let (s, t, i) = (e / 32, e % 32 / 4, e % 4);
+                    *v = d * f32::from(group[64 * t + 4 * (8 * b + s) + i] as i8);
                 }
             }
         }

@@ -134,7 +134,8 @@ impl Kernel {
     fn check(&self, w: &[u8], a: &[u8]) {
         let nb = w.len() / self.w_bytes;
         // Packed rows, and their activation rows, are padded to whole groups.
-        let whole = !self.packed || nb.is_multiple_of(crate::repack::GROUP);
+        let whole = !self.packed
+            || crate::repack::group_blocks(self.ty).is_some_and(|g| nb.is_multiple_of(g));
         assert!(
             w.len().is_multiple_of(self.w_bytes)
                 && whole
@@ -316,21 +317,29 @@ fn at_best_level(
 
 /// The kernel for packed rows of `ty` ([`crate::repack`]) at `isa`, if that level reads
 /// packed rows (the scalar level does, as the reference). Its activations are
-/// [`ActType::Q8_0Grouped`] for one row and for tiles alike, so the two agree to the bit.
+/// [`ActType::Q8_0Grouped`] (32-element types) or [`ActType::Q8_KGrouped`] (k-quants) for
+/// one row and for tiles alike, so the two agree to the bit.
 pub fn packed_kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
     if !crate::repack::has_layout(ty) {
         return None;
     }
+    let base = kernel_for(ty, isa)?;
     let base = Kernel {
         packed: true,
-        act: ActType::Q8_0Grouped,
-        ..kernel_for(ty, isa)?
+        act: if base.w_block == 256 {
+            ActType::Q8_KGrouped
+        } else {
+            ActType::Q8_0Grouped
+        },
+        ..base
     };
     match isa {
         Isa::Scalar => Some(Kernel {
             dot: match ty {
                 GgmlType::Q4_0 => scalar::dot_q4_0_packed,
-                _ => scalar::dot_q8_0_packed,
+                GgmlType::Q8_0 => scalar::dot_q8_0_packed,
+                GgmlType::Q4_K => scalar::dot_q4_k_packed,
+                _ => scalar::dot_q6_k_packed,
             },
             ..base
         }),

@@ -4,6 +4,7 @@
 //!
 //! Rows are whole numbers of blocks; the caller ([`super::Kernel`]) checks the lengths.
 
+use ferrite_gguf::GgmlType;
 use half::{bf16, f16};
 
 use super::layout::*;
@@ -76,6 +77,46 @@ pub fn dot_q8_0_packed(w: &[u8], a: &[u8]) -> f32 {
     dot_packed(w, a, 4 * Q8_0_BYTES, |g, b, e| {
         i32::from((g[64 * (e / 16) + 16 * b + e % 16] ^ 0x80) as i8)
     })
+}
+
+/// Packed Q4_K ([`crate::repack`]) · [`super::ActType::Q8_KGrouped`]: [`dot_q4_k`] on the
+/// unpacked rows, so the reference is the ggml-layout one to the bit. (It allocates: it is
+/// the reference, never the kernel the engine runs.)
+pub fn dot_q4_k_packed(w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = unpack_k(GgmlType::Q4_K, w, a);
+    dot_q4_k(&w, &a)
+}
+
+/// Packed Q6_K · [`super::ActType::Q8_KGrouped`] (see [`dot_q4_k_packed`]).
+pub fn dot_q6_k_packed(w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = unpack_k(GgmlType::Q6_K, w, a);
+    dot_q6_k(&w, &a)
+}
+
+/// A packed k-quant row and a grouped activation row (whole groups, padding included) back
+/// in ggml layout: the weight blocks and their Q8_K activation blocks.
+fn unpack_k(ty: GgmlType, w: &[u8], a: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    use super::act::{K_GROUP, K_GROUPED_BYTES};
+    let ng = a.len() / K_GROUPED_BYTES;
+    let mut wu = vec![0u8; ng * K_GROUP * ty.type_size() as usize];
+    crate::repack::unpack_row(ty, w, &mut wu);
+    let mut au = Vec::with_capacity(ng * K_GROUP * Q8_K_BYTES);
+    for g in a.chunks_exact(K_GROUPED_BYTES) {
+        for b in 0..K_GROUP {
+            au.extend_from_slice(&g[640 + 8 * b..644 + 8 * b]);
+            for e in 0..256 {
+                let (s, t, i) = (e / 32, e % 32 / 4, e % 4);
+                au.push(g[64 * t + 4 * (8 * b + s) + i]);
+            }
+            for j in 0..16 {
+                let (s, half) = (j / 2, j % 2);
+                let at = 512 + 64 * half + 4 * (8 * b + s);
+                let n = i32::from_le_bytes(g[at..at + 4].try_into().expect("4 bytes"));
+                au.extend_from_slice(&((-n / 32) as i16).to_le_bytes());
+            }
+        }
+    }
+    (wu, au)
 }
 
 /// `Σ d_w · d_a · Σ_e w_e · a_e` over the blocks of packed groups of `group_bytes` (scales

@@ -279,6 +279,31 @@ fn planar_and_grouped_activations_hold_the_q8_0_numbers() {
 }
 
 #[test]
+fn k_grouped_activations_hold_the_q8_k_numbers_and_sums() {
+    let mut rng = Rng::new(6);
+    for blocks in [1, 2, 3] {
+        let x = random_acts(&mut rng, 256 * blocks);
+        let (mut a, mut b) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        let q8k = quantized(ActType::Q8_K, &x);
+        act::dequantize_row(ActType::Q8_K, &q8k, &mut a);
+        let grouped = quantized(ActType::Q8_KGrouped, &x);
+        assert_eq!(grouped.len(), blocks.div_ceil(2) * 704);
+        act::dequantize_row(ActType::Q8_KGrouped, &grouped, &mut b);
+        assert_eq!(a, b, "{blocks} blocks");
+        // Each lane's -32 · Σ over a half sub-block is -32 · the Q8_K block sum of those 16.
+        for (blk, q) in q8k.chunks_exact(292).enumerate() {
+            let g = &grouped[blk / 2 * 704..][..704];
+            for j in 0..16 {
+                let bsum = i16::from_le_bytes([q[260 + 2 * j], q[261 + 2 * j]]);
+                let at = 512 + 64 * (j % 2) + 4 * (8 * (blk % 2) + j / 2);
+                let n = i32::from_le_bytes(g[at..at + 4].try_into().unwrap());
+                assert_eq!(n, -32 * i32::from(bsum), "block {blk} sums {j}");
+            }
+        }
+    }
+}
+
+#[test]
 fn packed_kernels_match_the_scalar_reference_and_agree_across_entry_points() {
     // The scalar packed kernel must compute what the ggml-layout scalar kernel computes on
     // the unpacked row (same blocks, same order: bit for bit). The SIMD packed kernels sum
@@ -287,11 +312,16 @@ fn packed_kernels_match_the_scalar_reference_and_agree_across_entry_points() {
     // relies on it.
     let mut rng = Rng::new(5);
     let mut simd = 0;
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
         let scalar = packed_kernel_for(ty, Isa::Scalar).unwrap();
         let unpacked = kernel_for(ty, Isa::Scalar).unwrap();
         for nb in 1..=9 {
-            let (k, rows) = (32 * nb, 3);
+            let (k, rows) = (ty.block_size() as usize * nb, 3);
             let w: Vec<u8> = (0..rows)
                 .flat_map(|_| random_weights(&mut rng, ty, k))
                 .collect();
@@ -346,7 +376,7 @@ fn packed_kernels_match_the_scalar_reference_and_agree_across_entry_points() {
         }
     }
     if Isa::Avx512Vnni.supported() {
-        assert!(simd >= 18, "the AVX-512 packed kernels ran");
+        assert!(simd >= 36, "the AVX-512 packed kernels ran");
     }
 }
 

@@ -819,7 +819,7 @@ macro_rules! packed {
 
             /// # Safety
             /// The CPU has AVX-512 F/BW/VL/VNNI and F16C; `w` is a packed row and every
-            /// `a` a `Q8_0Grouped` row of as many groups.
+            /// `a` a grouped activation row (`Q8_0Grouped`, `Q8_KGrouped`) of as many groups.
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
             pub(super) unsafe fn tile<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                 zmm::$body::<N>(w, a)
@@ -839,6 +839,8 @@ macro_rules! packed {
 
 packed!(q4_0_packed_entry, q4_0_packed);
 packed!(q8_0_packed_entry, q8_0_packed);
+packed!(q4_k_packed_entry, q4_k_packed);
+packed!(q6_k_packed_entry, q6_k_packed);
 
 /// The packed-row functions `(dot, tile, rows)` of `ty` at `isa` against grouped
 /// activation rows, where that level reads packed rows (the caller has checked that the
@@ -862,6 +864,8 @@ pub(super) fn packed(ty: GgmlType, isa: Isa) -> Option<(DotFn, TileFn, RowsFn)> 
     match ty {
         GgmlType::Q4_0 => Some(fns!(q4_0_packed_entry)),
         GgmlType::Q8_0 => Some(fns!(q8_0_packed_entry)),
+        GgmlType::Q4_K => Some(fns!(q4_k_packed_entry)),
+        GgmlType::Q6_K => Some(fns!(q6_k_packed_entry)),
         _ => None,
     }
 }
