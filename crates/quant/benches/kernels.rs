@@ -216,5 +216,36 @@ fn pool_vs_rayon(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, pool_vs_rayon, tg, pp);
+/// The ceiling generation runs into on large models: reading 768 MiB (more than any cache)
+/// once per iteration on the pool's threads, each thread one contiguous run, like a
+/// matrix-vector product. Compare with `tg/1b` (whose matrices stay in L3) and with
+/// `ferrite bench` tokens/s × model bytes.
+fn memory_stream(c: &mut Criterion) {
+    let pool = ThreadPool::new(threads());
+    let data: Vec<u64> = (0..(768usize << 20) / 8).map(|i| i as u64).collect();
+    let mut g = c.benchmark_group("memory");
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_secs(3));
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes((data.len() * 8) as u64));
+    g.bench_function("stream_read_768mib", |b| {
+        b.iter(|| {
+            pool.run(|t, n| {
+                let per = data.len().div_ceil(n);
+                let run = &data[(t * per).min(data.len())..((t + 1) * per).min(data.len())];
+                // Eight independent sums, so the adds never wait on each other.
+                let mut acc = [0u64; 8];
+                for c in run.chunks_exact(8) {
+                    for (a, v) in acc.iter_mut().zip(c) {
+                        *a = a.wrapping_add(*v);
+                    }
+                }
+                black_box(acc);
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, pool_vs_rayon, tg, pp, memory_stream);
 criterion_main!(benches);
