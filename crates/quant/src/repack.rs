@@ -50,8 +50,9 @@ use crate::kernels::{self, Isa};
 /// Blocks per packed group of the 32-element types (Q4_0, Q8_0).
 pub const GROUP: usize = 4;
 
-/// Blocks per packed group of the 256-element k-quants (Q4_K, Q6_K).
-pub const K_GROUP: usize = 2;
+/// Blocks per packed group of the 256-element k-quants (Q4_K, Q6_K): as many as one group
+/// of their activations ([`crate::kernels::ActType::Q8_KGrouped`]).
+pub const K_GROUP: usize = crate::kernels::act::K_GROUP;
 
 /// Whether ferrite has a packed layout for `ty` (whatever the CPU).
 pub fn has_layout(ty: GgmlType) -> bool {

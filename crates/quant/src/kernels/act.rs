@@ -58,6 +58,24 @@ pub const K_GROUP: usize = 2;
 /// Bytes of one [`ActType::Q8_KGrouped`] group of [`K_GROUP`] blocks.
 pub const K_GROUPED_BYTES: usize = 704;
 
+/// Byte offsets inside one [`ActType::Q8_KGrouped`] group (the one place that layout is
+/// spelled out; the 512-bit kernels read the same offsets as whole registers).
+pub(crate) mod k_grouped {
+    /// Value `e` (0..256) of block `b`: lane `8b + e / 32` of register `e % 32 / 4`.
+    pub const fn value(b: usize, e: usize) -> usize {
+        64 * (e % 32 / 4) + 4 * (8 * b + e / 32) + e % 4
+    }
+    /// `-32 ·` the sum of half `half` (values 0..16 or 16..32) of sub-block `s` of block
+    /// `b`, as i32.
+    pub const fn sum(b: usize, s: usize, half: usize) -> usize {
+        512 + 64 * half + 4 * (8 * b + s)
+    }
+    /// Block `b`'s `[d, d / 32]`, as f32.
+    pub const fn scale(b: usize) -> usize {
+        640 + 8 * b
+    }
+}
+
 impl ActType {
     /// Elements per block.
     pub const fn block_size(self) -> usize {
@@ -182,23 +200,16 @@ pub fn quantize_row(act: ActType, x: &[f32], out: &mut [u8]) {
                 let qs = &blk[4..260];
                 let (g, b) = (b / K_GROUP, b % K_GROUP);
                 let group = &mut out[g * K_GROUPED_BYTES..(g + 1) * K_GROUPED_BYTES];
-                for s in 0..8 {
-                    let lane = 8 * b + s;
-                    let sub = &qs[32 * s..32 * s + 32];
-                    for t in 0..8 {
-                        group[64 * t + 4 * lane..][..4].copy_from_slice(&sub[4 * t..4 * t + 4]);
-                    }
-                    for half in 0..2 {
-                        let sum: i32 = sub[16 * half..16 * half + 16]
-                            .iter()
-                            .map(|&q| i32::from(q as i8))
-                            .sum();
-                        let at = 512 + 64 * half + 4 * lane;
-                        group[at..at + 4].copy_from_slice(&(-32 * sum).to_le_bytes());
-                    }
+                for (e, &q) in qs.iter().enumerate() {
+                    group[k_grouped::value(b, e)] = q;
+                }
+                for (j, half) in qs.chunks_exact(16).enumerate() {
+                    let sum: i32 = half.iter().map(|&q| i32::from(q as i8)).sum();
+                    let at = k_grouped::sum(b, j / 2, j % 2);
+                    group[at..at + 4].copy_from_slice(&(-32 * sum).to_le_bytes());
                 }
                 for (i, v) in [d, d / 32.0].into_iter().enumerate() {
-                    let at = 640 + 8 * b + 4 * i;
+                    let at = k_grouped::scale(b) + 4 * i;
                     group[at..at + 4].copy_from_slice(&v.to_le_bytes());
                 }
             }
@@ -412,10 +423,10 @@ pub fn dequantize_row(act: ActType, src: &[u8], out: &mut [f32]) {
             for (b, o) in out.chunks_exact_mut(256).enumerate() {
                 let (g, b) = (b / K_GROUP, b % K_GROUP);
                 let group = &src[g * K_GROUPED_BYTES..(g + 1) * K_GROUPED_BYTES];
-                let d = f32::from_le_bytes(group[640 + 8 * b..644 + 8 * b].try_into().unwrap());
+                let at = k_grouped::scale(b);
+                let d = f32::from_le_bytes(group[at..at + 4].try_into().unwrap());
                 for (e, v) in o.iter_mut().enumerate() {
-                    let (s, t, i) = (e / 32, e % 32 / 4, e % 4);
-                    *v = d * f32::from(group[64 * t + 4 * (8 * b + s) + i] as i8);
+                    *v = d * f32::from(group[k_grouped::value(b, e)] as i8);
                 }
             }
         }

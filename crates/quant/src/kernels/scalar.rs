@@ -96,21 +96,17 @@ pub fn dot_q6_k_packed(w: &[u8], a: &[u8]) -> f32 {
 /// A packed k-quant row and a grouped activation row (whole groups, padding included) back
 /// in ggml layout: the weight blocks and their Q8_K activation blocks.
 fn unpack_k(ty: GgmlType, w: &[u8], a: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    use super::act::{K_GROUP, K_GROUPED_BYTES};
+    use super::act::{k_grouped, K_GROUP, K_GROUPED_BYTES};
     let ng = a.len() / K_GROUPED_BYTES;
     let mut wu = vec![0u8; ng * K_GROUP * ty.type_size() as usize];
     crate::repack::unpack_row(ty, w, &mut wu);
     let mut au = Vec::with_capacity(ng * K_GROUP * Q8_K_BYTES);
     for g in a.chunks_exact(K_GROUPED_BYTES) {
         for b in 0..K_GROUP {
-            au.extend_from_slice(&g[640 + 8 * b..644 + 8 * b]);
-            for e in 0..256 {
-                let (s, t, i) = (e / 32, e % 32 / 4, e % 4);
-                au.push(g[64 * t + 4 * (8 * b + s) + i]);
-            }
+            au.extend_from_slice(&g[k_grouped::scale(b)..][..4]);
+            au.extend((0..256).map(|e| g[k_grouped::value(b, e)]));
             for j in 0..16 {
-                let (s, half) = (j / 2, j % 2);
-                let at = 512 + 64 * half + 4 * (8 * b + s);
+                let at = k_grouped::sum(b, j / 2, j % 2);
                 let n = i32::from_le_bytes(g[at..at + 4].try_into().expect("4 bytes"));
                 au.extend_from_slice(&((-n / 32) as i16).to_le_bytes());
             }

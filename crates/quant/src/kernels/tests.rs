@@ -295,7 +295,7 @@ fn k_grouped_activations_hold_the_q8_k_numbers_and_sums() {
             let g = &grouped[blk / 2 * 704..][..704];
             for j in 0..16 {
                 let bsum = i16::from_le_bytes([q[260 + 2 * j], q[261 + 2 * j]]);
-                let at = 512 + 64 * (j % 2) + 4 * (8 * (blk % 2) + j / 2);
+                let at = act::k_grouped::sum(blk % 2, j / 2, j % 2);
                 let n = i32::from_le_bytes(g[at..at + 4].try_into().unwrap());
                 assert_eq!(n, -32 * i32::from(bsum), "block {blk} sums {j}");
             }
