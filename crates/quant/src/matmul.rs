@@ -529,7 +529,8 @@ mod tests {
     #[test]
     fn packed_weights_give_the_unpacked_results() {
         // Every path: one row, tiles, leftovers, the GEMM (n_b >= 8) and the batch-invariant
-        // row kernels; rows of 18 blocks (3 k-quant blocks) are padded to 20 (4) when packed. The packed kernels
+        // row kernels; rows of 18 blocks end in a short group, rows of 3 k-quant blocks are
+        // padded to 4. The packed kernels
         // sum in their own order (within rounding of the ggml-layout ones), the GEMM unpacks
         // (bit for bit), and under `BatchInvariant` each row of a batch equals that row run
         // alone, to the bit.

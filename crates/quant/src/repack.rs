@@ -8,8 +8,7 @@
 //! memory bandwidth. Packing does that re-arrangement once, at load.
 //!
 //! The packed row keeps every byte of information and the same size per block. Blocks go in
-//! groups; a row's last group is padded with zero blocks (scale 0), so every load is whole.
-//! A group of [`GROUP`] 32-element blocks `b0..b3` is:
+//! groups. A group of [`GROUP`] 32-element blocks `b0..b3` is:
 //! - Q4_0 (72 bytes): the four blocks' 16 code bytes one after the other (byte `16b + j`
 //!   holds element `j` of block `b` in its low nibble and element `16 + j` in its high one,
 //!   as in ggml), then the four f16 scales. One AND gives every block's first half, one
@@ -22,6 +21,10 @@
 //! block's integer sum spread over four 32-bit lanes: one conversion, one scale and one FMA
 //! per four blocks, half the float work of the ggml-layout kernels. The activations come in
 //! the matching layout ([`crate::kernels::ActType::Q8_0Grouped`]), the same numbers as Q8_0.
+//! A row of these types that is not a whole number of groups ends in a short group of its
+//! last `n` (1..4) blocks, laid out as above with `n` in place of four (the kernels read it
+//! with masked loads), so a packed row is exactly as long as the ggml one: padding it to a
+//! whole group would cost SmolLM2's 576-wide rows 11% more bytes streamed per token.
 //!
 //! The k-quants Q4_K and Q6_K go in groups of [`K_GROUP`] 256-element blocks, whose 16
 //! sub-blocks of 32 elements map to the 16 32-bit lanes of a register: lane `8b + s` is
@@ -37,6 +40,8 @@
 //!   the two f16 scales.
 //!
 //! Their activations are [`crate::kernels::ActType::Q8_KGrouped`], the same numbers as Q8_K.
+//! A k-quant row of an odd number of blocks is padded with a zero block (scale 0); no model
+//! at hand has one.
 //! For every type one row and tiles use the same layout and arithmetic, so a lone sequence
 //! and a batched one agree to the bit; against the ggml-layout kernels only the float
 //! summation order differs. The panel GEMM reads packed rows by unpacking them
@@ -67,6 +72,12 @@ pub fn worth_packing(ty: GgmlType) -> bool {
         && kernels::packed_kernel(ty).is_some_and(|k| k.isa > Isa::Scalar)
 }
 
+/// Whether a row of `ty` that is not a whole number of groups ends in a short group (rather
+/// than one padded with zero blocks).
+fn short_tail(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)
+}
+
 /// `(elements per block, bytes per block, blocks per group)` of `ty`'s packed layout.
 fn shape(ty: GgmlType) -> Option<(usize, usize, usize)> {
     match ty {
@@ -78,7 +89,7 @@ fn shape(ty: GgmlType) -> Option<(usize, usize, usize)> {
     }
 }
 
-/// Blocks per packed group of `ty` (rows are padded to whole groups), if it has a layout.
+/// Blocks per packed group of `ty`, if it has a layout.
 pub fn group_blocks(ty: GgmlType) -> Option<usize> {
     shape(ty).map(|(_, _, g)| g)
 }
@@ -90,7 +101,13 @@ pub fn packed_row_bytes(ty: GgmlType, k: usize) -> Option<usize> {
     if !k.is_multiple_of(block) {
         return None;
     }
-    Some((k / block).div_ceil(group) * group * bytes)
+    let blocks = k / block;
+    let stored = if short_tail(ty) {
+        blocks
+    } else {
+        blocks.div_ceil(group) * group
+    };
+    Some(stored * bytes)
 }
 
 /// Packs one row in ggml layout (`src`, whole blocks of `ty`) into `dst`
@@ -108,7 +125,8 @@ pub fn pack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
         "{ty}: packed row size"
     );
     // Whole groups straight from the source (fixed-size copies the compiler vectorizes:
-    // packing runs over every weight at load); a padded last group through zero blocks.
+    // packing runs over every weight at load); a last group short, or padded with zero
+    // blocks.
     let whole = nb / group;
     let (src_whole, src_tail) = src.split_at(whole * group * bytes);
     let (dst_whole, dst_tail) = dst.split_at_mut(whole * group * bytes);
@@ -118,7 +136,11 @@ pub fn pack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
     {
         pack_group(ty, from, to);
     }
-    if !dst_tail.is_empty() {
+    if short_tail(ty) {
+        if !src_tail.is_empty() {
+            pack_group(ty, src_tail, dst_tail);
+        }
+    } else if !dst_tail.is_empty() {
         let mut padded = [0u8; MAX_GROUP_BYTES];
         padded[..src_tail.len()].copy_from_slice(src_tail);
         pack_group(ty, &padded[..group * bytes], dst_tail);
@@ -128,22 +150,25 @@ pub fn pack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
 /// The largest packed group (two Q6_K blocks).
 const MAX_GROUP_BYTES: usize = K_GROUP * Q6_K_BYTES;
 
-/// One packed group from its ggml blocks (`from`, padding blocks zeroed: scale 0).
+/// One packed group from its ggml blocks (`from`: a whole group, padding blocks zeroed
+/// with scale 0, or for the types with a short tail the row's last 1..[`GROUP`] blocks).
 fn pack_group(ty: GgmlType, from: &[u8], out: &mut [u8]) {
     match ty {
         GgmlType::Q4_0 => {
-            let (values, scales) = out.split_at_mut(GROUP * 16);
+            let n = from.len() / Q4_0_BYTES;
+            let (values, scales) = out.split_at_mut(n * 16);
             for (b, blk) in from.chunks_exact(Q4_0_BYTES).enumerate() {
                 scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
                 values[16 * b..16 * b + 16].copy_from_slice(&blk[2..]);
             }
         }
         GgmlType::Q8_0 => {
-            let (values, scales) = out.split_at_mut(GROUP * 32);
+            let n = from.len() / Q8_0_BYTES;
+            let (values, scales) = out.split_at_mut(n * 32);
             for (b, blk) in from.chunks_exact(Q8_0_BYTES).enumerate() {
                 scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
                 for half in 0..2 {
-                    let run: &mut [u8; 16] = (&mut values[64 * half + 16 * b..][..16])
+                    let run: &mut [u8; 16] = (&mut values[16 * n * half + 16 * b..][..16])
                         .try_into()
                         .expect("16 bytes");
                     let src: &[u8; 16] = blk[2 + 16 * half..][..16].try_into().expect("16 bytes");
@@ -215,40 +240,44 @@ fn q6_k_code(blk: &[u8], e: usize) -> u8 {
 /// # Panics
 /// If `ty` has no packed layout or `src` is too short for `dst`.
 pub fn unpack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
-    let (_, bytes, group) = shape(ty).expect("a type with a packed layout");
+    let (block, bytes, group) = shape(ty).expect("a type with a packed layout");
     assert!(dst.len().is_multiple_of(bytes), "{ty}: whole blocks");
     let nb = dst.len() / bytes;
     assert!(
-        src.len() >= nb.div_ceil(group) * group * bytes,
+        src.len() >= packed_row_bytes(ty, nb * block).expect("whole blocks"),
         "{ty}: packed row too short"
     );
     let mut blocks = [0u8; MAX_GROUP_BYTES];
-    for (from, to) in src
-        .chunks_exact(group * bytes)
-        .zip(dst.chunks_mut(group * bytes))
-    {
-        let blocks = &mut blocks[..group * bytes];
-        unpack_group(ty, from, blocks);
-        to.copy_from_slice(&blocks[..to.len()]);
+    let (mut at, mut b) = (0, 0);
+    while b < nb {
+        let n = group.min(nb - b);
+        let stored = if short_tail(ty) { n } else { group } * bytes;
+        let blocks = &mut blocks[..stored];
+        unpack_group(ty, &src[at..at + stored], blocks);
+        dst[b * bytes..(b + n) * bytes].copy_from_slice(&blocks[..n * bytes]);
+        (at, b) = (at + stored, b + n);
     }
 }
 
-/// The ggml blocks of one packed group.
+/// The ggml blocks of one packed group (whole, or a short last one: `from` and `blocks`
+/// hold as many blocks).
 fn unpack_group(ty: GgmlType, from: &[u8], blocks: &mut [u8]) {
     match ty {
         GgmlType::Q4_0 => {
-            let (values, scales) = from.split_at(GROUP * 16);
+            let n = blocks.len() / Q4_0_BYTES;
+            let (values, scales) = from.split_at(n * 16);
             for (b, blk) in blocks.chunks_exact_mut(Q4_0_BYTES).enumerate() {
                 blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
                 blk[2..].copy_from_slice(&values[16 * b..16 * b + 16]);
             }
         }
         GgmlType::Q8_0 => {
-            let (values, scales) = from.split_at(GROUP * 32);
+            let n = blocks.len() / Q8_0_BYTES;
+            let (values, scales) = from.split_at(n * 32);
             for (b, blk) in blocks.chunks_exact_mut(Q8_0_BYTES).enumerate() {
                 blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
                 for half in 0..2 {
-                    let run = &values[64 * half + 16 * b..][..16];
+                    let run = &values[16 * n * half + 16 * b..][..16];
                     for (q, &v) in blk[2 + 16 * half..][..16].iter_mut().zip(run) {
                         *q = v ^ 0x80;
                     }
@@ -340,31 +369,46 @@ mod tests {
     }
 
     #[test]
-    fn padding_blocks_are_zero_with_zero_scale() {
+    fn a_short_last_group_is_laid_out_as_a_group_of_fewer_blocks() {
         let mut rng = Rng::new(12);
-        let w = random_weights(&mut rng, GgmlType::Q4_0, 32);
-        let mut packed = vec![0xaa; 72];
+        // Six Q4_0 blocks: a group of four, then blocks 4 and 5 as codes, codes, scales.
+        let w = random_weights(&mut rng, GgmlType::Q4_0, 6 * 32);
+        let mut packed = vec![0xaa; 6 * 18];
         pack_row(GgmlType::Q4_0, &w, &mut packed);
-        // Blocks 1..4 absent: their scales are 0 and their codes 0 (block 0 keeps its own).
-        assert_eq!(&packed[66..72], &[0; 6]);
-        assert!(packed[16..64].iter().all(|&v| v == 0));
-        assert_eq!(&packed[..16], &w[2..]);
-        let w = random_weights(&mut rng, GgmlType::Q8_0, 32);
-        let mut packed = vec![0xaa; 136];
+        let tail = &packed[72..];
+        assert_eq!(&tail[..16], &w[4 * 18 + 2..5 * 18]);
+        assert_eq!(&tail[16..32], &w[5 * 18 + 2..6 * 18]);
+        assert_eq!(&tail[32..34], &w[4 * 18..4 * 18 + 2]);
+        assert_eq!(&tail[34..36], &w[5 * 18..5 * 18 + 2]);
+        // Five Q8_0 blocks: the fifth alone, its halves then its scale.
+        let w = random_weights(&mut rng, GgmlType::Q8_0, 5 * 32);
+        let mut packed = vec![0xaa; 5 * 34];
         pack_row(GgmlType::Q8_0, &w, &mut packed);
-        assert!(packed[16..64].iter().all(|&v| v == 0x80));
-        assert!(packed[80..128].iter().all(|&v| v == 0x80));
-        assert_eq!(&packed[130..136], &[0; 6]);
+        let (tail, blk) = (&packed[136..], &w[4 * 34..]);
+        assert!((0..32).all(|e| tail[e] == blk[2 + e] ^ 0x80));
+        assert_eq!(&tail[32..], &blk[..2]);
+    }
+
+    #[test]
+    fn a_k_quant_row_of_an_odd_block_count_is_padded_with_a_zero_block() {
+        let mut rng = Rng::new(13);
+        let w = random_weights(&mut rng, GgmlType::Q4_K, 256);
+        let mut packed = vec![0xaa; 2 * 144];
+        pack_row(GgmlType::Q4_K, &w, &mut packed);
+        // The second block's header (d, dmin: 0) and its lanes (bytes 32..64 of each chunk).
+        assert!(packed[256 + 16..].iter().all(|&v| v == 0));
+        assert!((0..4).all(|c| packed[64 * c + 32..64 * c + 64].iter().all(|&v| v == 0)));
     }
 
     #[test]
     fn packed_sizes() {
-        assert_eq!(packed_row_bytes(GgmlType::Q4_0, 576), Some(20 * 18));
+        assert_eq!(packed_row_bytes(GgmlType::Q4_0, 576), Some(18 * 18));
+        assert_eq!(packed_row_bytes(GgmlType::Q8_0, 5 * 32), Some(5 * 34));
+        assert_eq!(packed_row_bytes(GgmlType::Q4_K, 3 * 256), Some(4 * 144));
         assert_eq!(packed_row_bytes(GgmlType::Q4_0, 2048), Some(64 * 18));
         assert_eq!(packed_row_bytes(GgmlType::Q8_0, 5632), Some(176 * 34));
         assert_eq!(packed_row_bytes(GgmlType::Q4_K, 2048), Some(8 * 144));
         assert_eq!(packed_row_bytes(GgmlType::Q6_K, 5632), Some(22 * 210));
-        assert_eq!(packed_row_bytes(GgmlType::Q6_K, 768), Some(4 * 210));
         assert_eq!(packed_row_bytes(GgmlType::Q4_K, 576), None);
         assert_eq!(packed_row_bytes(GgmlType::Q4_0, 33), None);
         assert_eq!(packed_row_bytes(GgmlType::Q4_1, 64), None);

@@ -133,9 +133,9 @@ impl Kernel {
     #[inline]
     fn check(&self, w: &[u8], a: &[u8]) {
         let nb = w.len() / self.w_bytes;
-        // Packed rows, and their activation rows, are padded to whole groups.
+        // A packed k-quant row is padded to whole groups (activation rows always are).
         let whole = !self.packed
-            || crate::repack::group_blocks(self.ty).is_some_and(|g| nb.is_multiple_of(g));
+            || crate::repack::packed_row_bytes(self.ty, nb * self.w_block) == Some(w.len());
         assert!(
             w.len().is_multiple_of(self.w_bytes)
                 && whole

@@ -66,7 +66,7 @@ pub fn dot_q4_0(w: &[u8], a: &[u8]) -> f32 {
 /// Packed Q4_0 ([`crate::repack`]) · [`super::ActType::Q8_0Grouped`]: the reference for
 /// the packed kernels, block by block in the order [`dot_q4_0`] adds them.
 pub fn dot_q4_0_packed(w: &[u8], a: &[u8]) -> f32 {
-    dot_packed(w, a, 4 * Q4_0_BYTES, |g, b, e| {
+    dot_packed(w, a, Q4_0_BYTES, |g, _, b, e| {
         let v = g[16 * b + e % 16];
         i32::from(if e < 16 { v & 0x0f } else { v >> 4 }) - 8
     })
@@ -74,8 +74,8 @@ pub fn dot_q4_0_packed(w: &[u8], a: &[u8]) -> f32 {
 
 /// Packed Q8_0 · [`super::ActType::Q8_0Grouped`] (see [`dot_q4_0_packed`]).
 pub fn dot_q8_0_packed(w: &[u8], a: &[u8]) -> f32 {
-    dot_packed(w, a, 4 * Q8_0_BYTES, |g, b, e| {
-        i32::from((g[64 * (e / 16) + 16 * b + e % 16] ^ 0x80) as i8)
+    dot_packed(w, a, Q8_0_BYTES, |g, n, b, e| {
+        i32::from((g[16 * n * (e / 16) + 16 * b + e % 16] ^ 0x80) as i8)
     })
 }
 
@@ -115,21 +115,21 @@ fn unpack_k(ty: GgmlType, w: &[u8], a: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (wu, au)
 }
 
-/// `Σ d_w · d_a · Σ_e w_e · a_e` over the blocks of packed groups of `group_bytes` (scales
-/// last), with `value(group, block, element)` decoding one weight.
+/// `Σ d_w · d_a · Σ_e w_e · a_e` over the blocks of a packed row of `block_bytes` per
+/// block: groups of four, the last one short (1..4 blocks), each with its `n` scales last;
+/// `value(group, n, block, element)` decodes one weight of a group of `n` blocks.
 fn dot_packed(
     w: &[u8],
     a: &[u8],
-    group_bytes: usize,
-    value: impl Fn(&[u8], usize, usize) -> i32,
+    block_bytes: usize,
+    value: impl Fn(&[u8], usize, usize, usize) -> i32,
 ) -> f32 {
     use super::act::GROUPED_BYTES;
     let mut s = 0f32;
-    for (g, ag) in w
-        .chunks_exact(group_bytes)
-        .zip(a.chunks_exact(GROUPED_BYTES))
-    {
-        for b in 0..4 {
+    let groups = w.chunks(crate::repack::GROUP * block_bytes);
+    for (g, ag) in groups.zip(a.chunks_exact(GROUPED_BYTES)) {
+        let n = g.len() / block_bytes;
+        for b in 0..n {
             let at = |e: usize| {
                 if e < 16 {
                     16 * b + e
@@ -138,10 +138,10 @@ fn dot_packed(
                 }
             };
             let dot: i32 = (0..32)
-                .map(|e| value(g, b, e) * i32::from(ag[at(e)] as i8))
+                .map(|e| value(g, n, b, e) * i32::from(ag[at(e)] as i8))
                 .sum();
             let da = f32::from_le_bytes(ag[192 + 4 * b..196 + 4 * b].try_into().unwrap());
-            s += f16_at(g, group_bytes - 8 + 2 * b) * da * dot as f32;
+            s += f16_at(g, g.len() - 2 * n + 2 * b) * da * dot as f32;
         }
     }
     s

@@ -385,9 +385,16 @@ fn packed_rows_of_the_wrong_length_are_refused() {
     let k = packed_kernel_for(GgmlType::Q4_0, Isa::Scalar).unwrap();
     let a = quantized(k.act, &[0.5; 5 * 32]);
     assert_eq!(a.len(), 2 * 256);
-    // Five blocks pack into two groups (144 bytes): one group, or a partial one, is refused.
-    for w in [&[0u8; 72][..], &[0u8; 90]] {
+    // Five blocks pack into 90 bytes (a group and a short one of one block). The grouped
+    // activation row only tells its number of groups (two: five to eight blocks), so rows
+    // of another number of groups, or of a partial block, are refused.
+    for w in [&[0u8; 72][..], &[0u8; 162], &[0u8; 89]] {
         assert!(std::panic::catch_unwind(|| k.dot(w, &a)).is_err());
     }
-    assert_eq!(k.dot(&[0u8; 144], &a), 0.0);
+    assert_eq!(k.dot(&[0u8; 90], &a), 0.0);
+    // A k-quant row of three blocks is padded to four.
+    let k = packed_kernel_for(GgmlType::Q4_K, Isa::Scalar).unwrap();
+    let a = quantized(k.act, &[0.5; 3 * 256]);
+    assert!(std::panic::catch_unwind(|| k.dot(&[0u8; 3 * 144], &a)).is_err());
+    assert_eq!(k.dot(&[0u8; 4 * 144], &a), 0.0);
 }

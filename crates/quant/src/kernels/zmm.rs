@@ -323,14 +323,20 @@ pub(super) unsafe fn q8_0_planar(w: &[u8], a: &[u8]) -> f32 {
 /// Packed weights ([`crate::repack`]) against [`super::ActType::Q8_0Grouped`] rows: a
 /// group of four blocks decodes to two registers holding the same half of each block, so
 /// two `vpdpbusd` leave each block's integer sum in four lanes and the float work (convert,
-/// scale, FMA) is one register per four blocks, half what [`blocks32`] spends. Rows are
-/// padded to whole groups, so every load is whole.
+/// scale, FMA) is one register per four blocks, half what [`blocks32`] spends. A row's
+/// short last group is read with masked loads: its absent blocks decode as zero codes with
+/// scale 0 against the activations' zero padding, so they add exactly nothing.
 trait Packed {
+    /// Bytes per block.
+    const BLOCK_BYTES: usize;
     /// Bytes of a packed group of four blocks.
-    const GROUP_BYTES: usize;
+    const GROUP_BYTES: usize = 4 * Self::BLOCK_BYTES;
     /// The group at `p`: its two halves as unsigned bytes (value plus offset), and its four
     /// scales.
     unsafe fn decode(p: *const u8) -> ([__m512i; 2], __m128);
+    /// A short group of `n` (1..4) blocks at `p`, as [`Self::decode`] with zeros in the
+    /// lanes of the absent blocks.
+    unsafe fn decode_short(p: *const u8, n: usize) -> ([__m512i; 2], __m128);
     /// `-offset · Σ` per lane from `-8 · Σ`.
     unsafe fn offset_term(neg8: __m512i) -> __m512i;
 }
@@ -343,15 +349,34 @@ unsafe fn f16x4(p: *const u8) -> __m128 {
     _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i))
 }
 
+/// The first `n` (< 4) of four f16 at `p`, zeros after.
+#[inline(always)]
+unsafe fn f16x4_upto(p: *const u8, n: usize) -> __m128 {
+    _mm_cvtph_ps(_mm_maskz_loadu_epi16((1u8 << n) - 1, p as *const i16))
+}
+
+impl Q4_0Packed {
+    #[inline(always)]
+    unsafe fn nibbles(v: __m512i) -> [__m512i; 2] {
+        let m4 = _mm512_set1_epi8(0x0f);
+        [
+            _mm512_and_si512(v, m4),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
+        ]
+    }
+}
+
 impl Packed for Q4_0Packed {
-    const GROUP_BYTES: usize = 4 * Q4_0_BYTES;
+    const BLOCK_BYTES: usize = Q4_0_BYTES;
     #[inline(always)]
     unsafe fn decode(p: *const u8) -> ([__m512i; 2], __m128) {
         let v = _mm512_loadu_si512(p as *const __m512i);
-        let m4 = _mm512_set1_epi8(0x0f);
-        let lo = _mm512_and_si512(v, m4);
-        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
-        ([lo, hi], f16x4(p.add(64)))
+        (Self::nibbles(v), f16x4(p.add(64)))
+    }
+    #[inline(always)]
+    unsafe fn decode_short(p: *const u8, n: usize) -> ([__m512i; 2], __m128) {
+        let v = load_upto(p, 16 * n);
+        (Self::nibbles(v), f16x4_upto(p.add(16 * n), n))
     }
     #[inline(always)]
     unsafe fn offset_term(neg8: __m512i) -> __m512i {
@@ -360,12 +385,20 @@ impl Packed for Q4_0Packed {
 }
 
 impl Packed for Q8_0Packed {
-    const GROUP_BYTES: usize = 4 * Q8_0_BYTES;
+    const BLOCK_BYTES: usize = Q8_0_BYTES;
     #[inline(always)]
     unsafe fn decode(p: *const u8) -> ([__m512i; 2], __m128) {
         let lo = _mm512_loadu_si512(p as *const __m512i);
         let hi = _mm512_loadu_si512(p.add(64) as *const __m512i);
         ([lo, hi], f16x4(p.add(128)))
+    }
+    #[inline(always)]
+    unsafe fn decode_short(p: *const u8, n: usize) -> ([__m512i; 2], __m128) {
+        // Absent blocks read as 0, not as the stored 0x80 of a zero code: they still add
+        // nothing, their activations being zero.
+        let lo = load_upto(p, 16 * n);
+        let hi = load_upto(p.add(16 * n), 16 * n);
+        ([lo, hi], f16x4_upto(p.add(32 * n), n))
     }
     #[inline(always)]
     unsafe fn offset_term(neg8: __m512i) -> __m512i {
@@ -379,22 +412,26 @@ static SPREAD4: Lanes = Lanes([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
 #[repr(align(64))]
 struct Lanes([u32; 16]);
 
-/// Packed rows `w` against `N` grouped activation rows (all padded to the same number of
+/// Packed rows `w` against `N` grouped activation rows (as many blocks, padded to whole
 /// groups). One row or a tile, the arithmetic per row is the same, so one-row and tile
 /// results agree to the bit.
 #[inline(always)]
 unsafe fn packed<W: Packed, const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     use super::act::GROUPED_BYTES;
     let ng = w.len() / W::GROUP_BYTES;
+    let short = w.len() % W::GROUP_BYTES / W::BLOCK_BYTES;
     let spread = _mm512_load_si512(SPREAD4.0.as_ptr() as *const __m512i);
     // Two accumulators per row, for alternate groups: one FMA chain would wait on its own
     // latency.
     let mut acc = [[_mm512_setzero_ps(); 2]; N];
     // A macro, not a closure, for the reason given at [`Weights`].
     macro_rules! group {
-        ($g:expr, $slot:expr) => {{
+        ($g:expr, $slot:expr) => {
+            group!($g, $slot, W::decode(w.as_ptr().add($g * W::GROUP_BYTES)))
+        };
+        ($g:expr, $slot:expr, $decoded:expr) => {{
             let g = $g;
-            let ([lo, hi], ws) = W::decode(w.as_ptr().add(g * W::GROUP_BYTES));
+            let ([lo, hi], ws) = $decoded;
             for (r, acc) in acc.iter_mut().enumerate() {
                 let ap = a[r].as_ptr().add(g * GROUPED_BYTES);
                 let xl = _mm512_loadu_si512(ap as *const __m512i);
@@ -416,6 +453,16 @@ unsafe fn packed<W: Packed, const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N]
     }
     if g < ng {
         group!(g, 0);
+        g += 1;
+    }
+    if short > 0 {
+        // In the slot a padded group would have taken, so that the sum is the same.
+        let p = w.as_ptr().add(g * W::GROUP_BYTES);
+        if g % 2 == 0 {
+            group!(g, 0, W::decode_short(p, short));
+        } else {
+            group!(g, 1, W::decode_short(p, short));
+        }
     }
     acc.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b)))
 }
