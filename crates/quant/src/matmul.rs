@@ -7,7 +7,10 @@
 //! counter (threads that finish early take more, which matters on a shared machine). Within a
 //! chunk, small batches go [`TILE`] activation rows at a time, so each weight block is
 //! decoded once per tile while the chunk's rows stay in L1. Larger batches (prompts) go
-//! through the panel GEMM of [`crate::gemm`] where the CPU has VNNI.
+//! through the panel GEMM of [`crate::gemm`] where the CPU has VNNI. A single activation row
+//! (generation) against a large packed matrix pairs each row of the matrix's first half with
+//! the same row of its second half, so that the kernel loads each activation once for two
+//! rows while every stream stays sequential (see `RowJob::half`).
 
 use std::cell::{Cell, RefCell};
 
@@ -22,6 +25,9 @@ pub use crate::pool::ThreadPool;
 /// Weight rows per work item: small enough to balance two threads on a 576-row matrix,
 /// large enough that the atomic counter is noise.
 const CHUNK_ROWS: usize = 16;
+
+/// Two weight rows read in one pass must lie at least this far apart ([`RowJob::half`]).
+const PAIR_MIN_DISTANCE: usize = 1 << 20;
 
 /// Batches of at least this many rows go through the panel GEMM ([`crate::gemm`]): decoding
 /// a panel costs about as much as multiplying it with a handful of rows, so below this the
@@ -259,12 +265,51 @@ struct RowJob<'a> {
 }
 
 impl RowJob<'_> {
+    /// With one activation row and a kernel that reads two weight rows per pass, chunk `c`
+    /// is rows `c·S..c·S + S` of the matrix's first half paired with the same rows of its
+    /// second half (`S = CHUNK_ROWS / 2`): each activation load then serves two rows, and
+    /// each thread streams two sequential runs that lie half a matrix apart. Neighbouring
+    /// rows are never paired: on this Zen 4, two streams closer than ~1 MiB read in step
+    /// halve the memory bandwidth the hardware prefetchers sustain (`PAIR_MIN_DISTANCE`).
+    fn half(&self) -> Option<usize> {
+        let half = self.n_rows / 2;
+        (self.n_b == 1 && self.kern.pairs_rows() && half * self.row_bytes >= PAIR_MIN_DISTANCE)
+            .then_some(half)
+    }
+
     fn n_chunks(&self) -> usize {
-        self.n_rows.div_ceil(CHUNK_ROWS)
+        match self.half() {
+            Some(half) => half.div_ceil(CHUNK_ROWS / 2),
+            None => self.n_rows.div_ceil(CHUNK_ROWS),
+        }
     }
 
     fn run_chunk(&self, c: usize) {
         let (n_rows, n_b, row_bytes) = (self.n_rows, self.n_b, self.row_bytes);
+        if let Some(half) = self.half() {
+            let slab = CHUNK_ROWS / 2;
+            let (r0, r1) = (c * slab, ((c + 1) * slab).min(half));
+            let rows = |r0: usize, r1: usize| {
+                // SAFETY: rows r0..r1 and half+r0..half+r1 belong to this chunk alone (the
+                // pool hands each chunk out once, and the chunks' slabs do not overlap), and
+                // with one activation row they are y[r0..r1], in bounds (r1 ≤ n_rows) and
+                // outliving the call.
+                let out =
+                    unsafe { std::slice::from_raw_parts_mut(self.out.get().add(r0), r1 - r0) };
+                (&self.w[r0 * row_bytes..r1 * row_bytes], out)
+            };
+            let (w0, out0) = rows(r0, r1);
+            let (w1, out1) = rows(half + r0, half + r1);
+            self.kern
+                .dot_row_pairs(w0, w1, row_bytes, &self.acts[..self.act_bytes], out0, out1);
+            // An odd matrix's last row goes with the last chunk.
+            if r1 == half && n_rows % 2 == 1 {
+                let (w, out) = rows(n_rows - 1, n_rows);
+                self.kern
+                    .dot_rows(w, row_bytes, &self.acts[..self.act_bytes], out);
+            }
+            return;
+        }
         let (r0, r1) = (c * CHUNK_ROWS, ((c + 1) * CHUNK_ROWS).min(n_rows));
         let act = |b: usize| &self.acts[b * self.act_bytes..(b + 1) * self.act_bytes];
         let w = |r: usize| &self.w[r * row_bytes..(r + 1) * row_bytes];
@@ -611,6 +656,66 @@ mod tests {
                     matmul_packed(&pool, ty, &pw, n_rows, k, &x, n_b, &mut want).unwrap();
                     assert_eq!(y1, want, "{ty} k={k} n_b={n_b} fused");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn paired_rows_give_each_row_its_one_row_result() {
+        // Matrices large enough that generation reads two rows half a matrix apart per pass
+        // (`RowJob::half`), with an odd row count and a last slab shorter than the others:
+        // every output must be the packed kernel's one-row dot product, to the bit, on one
+        // thread and two, alone and fused.
+        let mut rng = Rng::new(11);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let Some(kern) = crate::kernels::packed_kernel(ty).filter(|k| k.pairs_rows()) else {
+                continue;
+            };
+            let k = 512;
+            let rb = crate::repack::packed_row_bytes(ty, k).unwrap();
+            let n_rows = 2 * PAIR_MIN_DISTANCE.div_ceil(rb) + 2 * (CHUNK_ROWS / 2) + 5;
+            let w: Vec<u8> = (0..n_rows)
+                .flat_map(|_| random_weights(&mut rng, ty, k))
+                .collect();
+            let mut pw = vec![0u8; n_rows * rb];
+            crate::repack::pack_rows(ty, k, &w, &mut pw);
+            let x = random_acts(&mut rng, k);
+            let mut a = vec![0u8; kern.act.row_bytes(k).unwrap()];
+            kernels::quantize_row(kern.act, &x, &mut a);
+            let want: Vec<f32> = pw.chunks_exact(rb).map(|r| kern.dot(r, &a)).collect();
+            let job = RowJob {
+                kern,
+                w: &pw,
+                row_bytes: rb,
+                n_rows,
+                acts: &a,
+                act_bytes: a.len(),
+                n_b: 1,
+                out: SharedMut(std::ptr::null_mut()),
+            };
+            assert_eq!(job.half(), Some(n_rows / 2), "{ty}: rows are paired");
+            for threads in [1, 2] {
+                let pool = ThreadPool::new(threads);
+                let mut got = vec![f32::NAN; n_rows];
+                matmul_packed(&pool, ty, &pw, n_rows, k, &x, 1, &mut got).unwrap();
+                for (r, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), e.to_bits(), "{ty} {threads} threads row {r}");
+                }
+                let mut fused = vec![f32::NAN; n_rows];
+                let mut products = [Product {
+                    ty,
+                    packed: true,
+                    w: &pw,
+                    n_rows,
+                    y: &mut fused,
+                }];
+                matmul_many(&pool, k, &x, 1, &mut products).unwrap();
+                assert_eq!(fused, got, "{ty} {threads} threads fused");
             }
         }
     }

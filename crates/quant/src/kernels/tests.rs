@@ -347,6 +347,13 @@ fn packed_kernels_match_the_scalar_reference_and_agree_across_entry_points() {
                 simd += 1;
                 let mut many = vec![0f32; rows];
                 kern.dot_rows(&pw, prb, a4[0], &mut many);
+                // Rows 0 and 2 in one pass: each as alone.
+                let (mut first, mut second) = ([f32::NAN], [f32::NAN]);
+                let (run0, run2) = (&pw[..prb], &pw[2 * prb..]);
+                kern.dot_row_pairs(run0, run2, prb, a4[0], &mut first, &mut second);
+                let what = format!("{ty} {isa:?} k={k} pairs");
+                assert_eq!(first[0].to_bits(), many[0].to_bits(), "{what}");
+                assert_eq!(second[0].to_bits(), many[2].to_bits(), "{what}");
                 for r in 0..rows {
                     let pr = &pw[r * prb..(r + 1) * prb];
                     let what = format!("{ty} {isa:?} k={k} row {r}");

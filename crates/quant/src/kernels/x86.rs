@@ -20,7 +20,7 @@ use ferrite_gguf::GgmlType;
 
 use super::layout::*;
 use super::scalar::{iq4_xs_scale, k4_scale_min, q3_k_scales};
-use super::{DotFn, Isa, RowsFn, TileFn, TILE};
+use super::{DotFn, Isa, PairsFn, RowsFn, TileFn, TILE};
 
 /// The 8-bit multiply-accumulate: `acc[i] += Σ_{j<4} u[4i+j]·s[4i+j]` (u unsigned, s signed).
 trait Mac {
@@ -822,7 +822,7 @@ macro_rules! packed {
             /// `a` a grouped activation row (`Q8_0Grouped`, `Q8_KGrouped`) of as many groups.
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
             pub(super) unsafe fn tile<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                zmm::$body::<N>(w, a)
+                zmm::$body::<1, N>([w], a)[0]
             }
 
             /// # Safety
@@ -830,7 +830,25 @@ macro_rules! packed {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
             pub(super) unsafe fn rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
                 for (o, wr) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
-                    *o = zmm::$body::<1>(wr, [a])[0];
+                    *o = zmm::$body::<1, 1>([wr], [a])[0][0];
+                }
+            }
+
+            /// # Safety
+            /// As [`tile`], for each of the `out0.len()` rows of `row_bytes` bytes in `w0`
+            /// and as many in `w1`.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            pub(super) unsafe fn pairs(
+                w0: &[u8],
+                w1: &[u8],
+                row_bytes: usize,
+                a: &[u8],
+                out0: &mut [f32],
+                out1: &mut [f32],
+            ) {
+                let w_pairs = w0.chunks_exact(row_bytes).zip(w1.chunks_exact(row_bytes));
+                for ((o0, o1), (r0, r1)) in out0.iter_mut().zip(out1.iter_mut()).zip(w_pairs) {
+                    [[*o0], [*o1]] = zmm::$body::<2, 1>([r0, r1], [a]);
                 }
             }
         }
@@ -845,7 +863,7 @@ packed!(q6_k_packed_entry, q6_k_packed);
 /// The packed-row functions `(dot, tile, rows)` of `ty` at `isa` against grouped
 /// activation rows, where that level reads packed rows (the caller has checked that the
 /// CPU supports `isa`).
-pub(super) fn packed(ty: GgmlType, isa: Isa) -> Option<(DotFn, TileFn, RowsFn)> {
+pub(super) fn packed(ty: GgmlType, isa: Isa) -> Option<(DotFn, TileFn, RowsFn, PairsFn)> {
     if isa < Isa::Avx512Vnni {
         return None;
     }
@@ -858,6 +876,9 @@ pub(super) fn packed(ty: GgmlType, isa: Isa) -> Option<(DotFn, TileFn, RowsFn)> 
                 (|w: &[u8], a: [&[u8]; TILE]| unsafe { $m::tile::<TILE>(w, a) }) as TileFn,
                 (|w: &[u8], rb, a: &[u8], o: &mut [f32]| unsafe { $m::rows(w, rb, a, o) })
                     as RowsFn,
+                (|w0: &[u8], w1: &[u8], rb, a: &[u8], o0: &mut [f32], o1: &mut [f32]| unsafe {
+                    $m::pairs(w0, w1, rb, a, o0, o1)
+                }) as PairsFn,
             )
         };
     }

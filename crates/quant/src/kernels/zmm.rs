@@ -30,6 +30,13 @@
 //! so their 6- and 8-bit scales apply as one `vpmulld` per 512 weights: Q4_K 19.8 → 31.5
 //! GiB/s, Q6_K 14.5 → 31.2 against the ggml-layout loops.
 //!
+//! The packed loops take `M` weight rows as well as `N` activation rows. At generation
+//! (`M = 2`, `N = 1`) each activation register is loaded once for two weight rows, which
+//! at one thread, where these loops rather than memory set the pace, gave the 1.1B model
+//! +7-15% (Q4_0) and +20% (Q4_K_M) tokens/s (`scripts/ab.sh`, interleaved). The two rows
+//! must lie far apart ([`crate::matmul`] pairs the halves of a matrix): read in step, two
+//! neighbouring rows stream from memory at a third of the speed of one on this CPU.
+//!
 //! Safety contract as in [`super::x86`]: `w` holds whole weight blocks and every activation
 //! row the matching number of activation blocks.
 
@@ -412,36 +419,54 @@ static SPREAD4: Lanes = Lanes([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
 #[repr(align(64))]
 struct Lanes([u32; 16]);
 
-/// Packed rows `w` against `N` grouped activation rows (as many blocks, padded to whole
-/// groups). One row or a tile, the arithmetic per row is the same, so one-row and tile
-/// results agree to the bit.
+/// `M` packed rows `w` (of one matrix: the same length) against `N` grouped activation
+/// rows (as many blocks, padded to whole groups). Each (weight row, activation row) pair
+/// has its own accumulators and the same sequence of operations whatever `M` and `N` are,
+/// so one-row, many-row and tile results agree to the bit. `M > 1` is for generation (one
+/// activation row): each activation register is loaded once for `M` weight rows, a quarter
+/// of the loop's instructions.
 #[inline(always)]
-unsafe fn packed<W: Packed, const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+unsafe fn packed<W: Packed, const M: usize, const N: usize>(
+    w: [&[u8]; M],
+    a: [&[u8]; N],
+) -> [[f32; N]; M] {
     use super::act::GROUPED_BYTES;
-    let ng = w.len() / W::GROUP_BYTES;
-    let short = w.len() % W::GROUP_BYTES / W::BLOCK_BYTES;
+    let len = w[0].len();
+    let ng = len / W::GROUP_BYTES;
+    let short = len % W::GROUP_BYTES / W::BLOCK_BYTES;
     let spread = _mm512_load_si512(SPREAD4.0.as_ptr() as *const __m512i);
-    // Two accumulators per row, for alternate groups: one FMA chain would wait on its own
-    // latency.
-    let mut acc = [[_mm512_setzero_ps(); 2]; N];
+    // Two accumulators per row pair, for alternate groups: one FMA chain would wait on its
+    // own latency.
+    let mut acc = [[[_mm512_setzero_ps(); 2]; N]; M];
     // A macro, not a closure, for the reason given at [`Weights`].
     macro_rules! group {
         ($g:expr, $slot:expr) => {
-            group!($g, $slot, W::decode(w.as_ptr().add($g * W::GROUP_BYTES)))
+            group!($g, $slot, |p: *const u8| W::decode(p))
         };
-        ($g:expr, $slot:expr, $decoded:expr) => {{
+        ($g:expr, $slot:expr, |$p:ident: *const u8| $decode:expr) => {{
             let g = $g;
-            let ([lo, hi], ws) = $decoded;
-            for (r, acc) in acc.iter_mut().enumerate() {
+            let mut codes = [[_mm512_setzero_si512(); 2]; M];
+            let mut scales = [_mm_setzero_ps(); M];
+            for m in 0..M {
+                let $p = w[m].as_ptr().add(g * W::GROUP_BYTES);
+                (codes[m], scales[m]) = $decode;
+            }
+            for r in 0..N {
                 let ap = a[r].as_ptr().add(g * GROUPED_BYTES);
                 let xl = _mm512_loadu_si512(ap as *const __m512i);
                 let xh = _mm512_loadu_si512(ap.add(64) as *const __m512i);
-                let neg8 = _mm512_loadu_si512(ap.add(128) as *const __m512i);
+                let offset = W::offset_term(_mm512_loadu_si512(ap.add(128) as *const __m512i));
                 let xs = _mm_loadu_ps(ap.add(192) as *const f32);
-                let p = _mm512_dpbusd_epi32(W::offset_term(neg8), lo, xl);
-                let p = _mm512_dpbusd_epi32(p, hi, xh);
-                let s = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_mul_ps(ws, xs)));
-                acc[$slot] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[$slot]);
+                for m in 0..M {
+                    let [lo, hi] = codes[m];
+                    let p = _mm512_dpbusd_epi32(offset, lo, xl);
+                    let p = _mm512_dpbusd_epi32(p, hi, xh);
+                    let s = _mm512_permutexvar_ps(
+                        spread,
+                        _mm512_castps128_ps512(_mm_mul_ps(scales[m], xs)),
+                    );
+                    acc[m][r][$slot] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[m][r][$slot]);
+                }
             }
         }};
     }
@@ -457,26 +482,31 @@ unsafe fn packed<W: Packed, const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N]
     }
     if short > 0 {
         // In the slot a padded group would have taken, so that the sum is the same.
-        let p = w.as_ptr().add(g * W::GROUP_BYTES);
         if g % 2 == 0 {
-            group!(g, 0, W::decode_short(p, short));
+            group!(g, 0, |p: *const u8| W::decode_short(p, short));
         } else {
-            group!(g, 1, W::decode_short(p, short));
+            group!(g, 1, |p: *const u8| W::decode_short(p, short));
         }
     }
-    acc.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b)))
+    acc.map(|rows| rows.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b))))
 }
 
-/// Packed Q4_0 against `N` grouped activation rows.
+/// `M` packed Q4_0 rows against `N` grouped activation rows.
 #[inline(always)]
-pub(super) unsafe fn q4_0_packed<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    packed::<Q4_0Packed, N>(w, a)
+pub(super) unsafe fn q4_0_packed<const M: usize, const N: usize>(
+    w: [&[u8]; M],
+    a: [&[u8]; N],
+) -> [[f32; N]; M] {
+    packed::<Q4_0Packed, M, N>(w, a)
 }
 
-/// Packed Q8_0 against `N` grouped activation rows.
+/// `M` packed Q8_0 rows against `N` grouped activation rows.
 #[inline(always)]
-pub(super) unsafe fn q8_0_packed<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    packed::<Q8_0Packed, N>(w, a)
+pub(super) unsafe fn q8_0_packed<const M: usize, const N: usize>(
+    w: [&[u8]; M],
+    a: [&[u8]; N],
+) -> [[f32; N]; M] {
+    packed::<Q8_0Packed, M, N>(w, a)
 }
 
 /// Lanes 0..8 take element 0 of a four-float vector, lanes 8..16 element 2: in a k-quant
@@ -485,130 +515,179 @@ static K_SCALE: Lanes = Lanes([0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2]);
 /// Elements 1 and 3 likewise: Q4_K's `dmin · d_a / 32`.
 static K_MIN: Lanes = Lanes([1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3]);
 
-/// Packed Q4_K ([`crate::repack`]) against `N` [`super::ActType::Q8_KGrouped`] rows. A
-/// group is two blocks whose 16 sub-blocks of 32 map to the 16 lanes, so eight `vpdpbusd`
-/// leave every sub-block's integer sum in its own lane, one `vpmulld` applies the 6-bit
-/// scales (and one more the mins to the activations' block sums), and the float work is two
-/// conversions and two FMAs per 512 weights: against the ggml-layout loop ([`q4_k`]), no
-/// shifts by lane, no permutes of scales, and no 16-bit products.
+/// `M` packed Q4_K rows ([`crate::repack`]) against `N` [`super::ActType::Q8_KGrouped`]
+/// rows (`M` and the bitwise agreement as in [`packed`]). A group is two blocks whose 16
+/// sub-blocks of 32 map to the 16 lanes, so eight `vpdpbusd` leave every sub-block's integer
+/// sum in its own lane, one `vpmulld` applies the 6-bit scales (and one more the mins to the
+/// activations' block sums), and the float work is two conversions and two FMAs per 512
+/// weights: against the ggml-layout loop ([`q4_k`]), no shifts by lane, no permutes of
+/// scales, and no 16-bit products.
 #[inline(always)]
-pub(super) unsafe fn q4_k_packed<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+pub(super) unsafe fn q4_k_packed<const M: usize, const N: usize>(
+    w: [&[u8]; M],
+    a: [&[u8]; N],
+) -> [[f32; N]; M] {
     use super::act::K_GROUPED_BYTES;
     const GROUP_BYTES: usize = 2 * Q4_K_BYTES;
-    let ng = w.len() / GROUP_BYTES;
+    let ng = w[0].len() / GROUP_BYTES;
     let m4 = _mm512_set1_epi8(0x0f);
     let k_scale = _mm512_load_si512(K_SCALE.0.as_ptr() as *const __m512i);
     let k_min = _mm512_load_si512(K_MIN.0.as_ptr() as *const __m512i);
     // One accumulator for the scaled sums, one for the mins: two FMA chains.
-    let mut acc = [[_mm512_setzero_ps(); 2]; N];
+    let mut acc = [[[_mm512_setzero_ps(); 2]; N]; M];
     for g in 0..ng {
-        let p = w.as_ptr().add(g * GROUP_BYTES);
-        let hdr = p.add(256);
-        let (s0, s1) = (k4_scales(hdr.add(4)), k4_scales(hdr.add(20)));
-        let sc = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(s0, s1));
-        let mn = _mm512_cvtepu8_epi32(_mm_unpackhi_epi64(s0, s1));
-        // [d₀, dmin₀, d₁, dmin₁]
-        let dd = _mm_cvtph_ps(_mm_set_epi32(
-            0,
-            0,
-            read_unaligned(hdr.add(16) as *const i32),
-            read_unaligned(hdr as *const i32),
-        ));
-        let mut codes = [_mm512_setzero_si512(); 8];
+        let wp: [*const u8; M] = std::array::from_fn(|m| w[m].as_ptr().add(g * GROUP_BYTES));
+        let ap: [*const u8; N] = std::array::from_fn(|r| a[r].as_ptr().add(g * K_GROUPED_BYTES));
+        // Two chains of four `vpdpbusd` per pair (first and second halves of the
+        // sub-blocks), each 64-byte run of codes decoded once for all activation rows and
+        // each activation register loaded once for all weight rows.
+        let mut lo = [[_mm512_setzero_si512(); N]; M];
+        let mut hi = [[_mm512_setzero_si512(); N]; M];
         for c in 0..4 {
-            let v = _mm512_loadu_si512(p.add(64 * c) as *const __m512i);
-            codes[c] = _mm512_and_si512(v, m4);
-            codes[c + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
-        }
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let ap = a[r].as_ptr().add(g * K_GROUPED_BYTES);
-            let x = |t: usize| _mm512_loadu_si512(ap.add(64 * t) as *const __m512i);
-            // Two chains of four `vpdpbusd` (first and second halves of the sub-blocks).
-            let mut lo = _mm512_setzero_si512();
-            let mut hi = _mm512_setzero_si512();
-            for t in 0..4 {
-                lo = _mm512_dpbusd_epi32(lo, codes[t], x(t));
-                hi = _mm512_dpbusd_epi32(hi, codes[t + 4], x(t + 4));
+            let mut codes = [[_mm512_setzero_si512(); 2]; M];
+            for m in 0..M {
+                let v = _mm512_loadu_si512(wp[m].add(64 * c) as *const __m512i);
+                codes[m] = [
+                    _mm512_and_si512(v, m4),
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
+                ];
             }
-            let sums = _mm512_mullo_epi32(_mm512_add_epi32(lo, hi), sc);
-            // -32 · each sub-block's activation sum, times its min.
-            let neg32 = _mm512_add_epi32(x(8), x(9));
-            let mins = _mm512_mullo_epi32(neg32, mn);
-            let f = _mm512_castps128_ps512(_mm_mul_ps(dd, _mm_loadu_ps(ap.add(640) as *const f32)));
-            let d = _mm512_permutexvar_ps(k_scale, f);
-            let dmin = _mm512_permutexvar_ps(k_min, f);
-            acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc[0]);
-            acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), dmin, acc[1]);
+            for r in 0..N {
+                let xl = _mm512_loadu_si512(ap[r].add(64 * c) as *const __m512i);
+                let xh = _mm512_loadu_si512(ap[r].add(64 * (c + 4)) as *const __m512i);
+                for m in 0..M {
+                    lo[m][r] = _mm512_dpbusd_epi32(lo[m][r], codes[m][0], xl);
+                    hi[m][r] = _mm512_dpbusd_epi32(hi[m][r], codes[m][1], xh);
+                }
+            }
+        }
+        for m in 0..M {
+            let hdr = wp[m].add(256);
+            let (s0, s1) = (k4_scales(hdr.add(4)), k4_scales(hdr.add(20)));
+            let sc = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(s0, s1));
+            let mn = _mm512_cvtepu8_epi32(_mm_unpackhi_epi64(s0, s1));
+            // [d₀, dmin₀, d₁, dmin₁]
+            let dd = _mm_cvtph_ps(_mm_set_epi32(
+                0,
+                0,
+                read_unaligned(hdr.add(16) as *const i32),
+                read_unaligned(hdr as *const i32),
+            ));
+            for r in 0..N {
+                let sums = _mm512_mullo_epi32(_mm512_add_epi32(lo[m][r], hi[m][r]), sc);
+                // -32 · each sub-block's activation sum, times its min.
+                let neg32 = _mm512_add_epi32(
+                    _mm512_loadu_si512(ap[r].add(64 * 8) as *const __m512i),
+                    _mm512_loadu_si512(ap[r].add(64 * 9) as *const __m512i),
+                );
+                let mins = _mm512_mullo_epi32(neg32, mn);
+                let da = _mm_loadu_ps(ap[r].add(640) as *const f32);
+                let f = _mm512_castps128_ps512(_mm_mul_ps(dd, da));
+                let d = _mm512_permutexvar_ps(k_scale, f);
+                let dmin = _mm512_permutexvar_ps(k_min, f);
+                let acc = &mut acc[m][r];
+                acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc[0]);
+                acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), dmin, acc[1]);
+            }
         }
     }
-    acc.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b)))
+    acc.map(|rows| rows.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b))))
 }
 
-/// Packed Q6_K against `N` [`super::ActType::Q8_KGrouped`] rows: as [`q4_k_packed`], with
-/// each code's two high bits merged in by one shift and one `vpternlogd` per register, the
-/// offset of 32 taken out by starting each `vpdpbusd` chain from the activations' `-32 · Σ`,
-/// and one signed 8-bit scale per 16 weights (one `vpmulld` per half sub-block).
+/// `M` packed Q6_K rows against `N` [`super::ActType::Q8_KGrouped`] rows: as
+/// [`q4_k_packed`], with each code's two high bits merged in by one shift and one
+/// `vpternlogd` per register, the offset of 32 taken out by starting each `vpdpbusd` chain
+/// from the activations' `-32 · Σ`, and one signed 8-bit scale per 16 weights (one `vpmulld`
+/// per half sub-block).
 #[inline(always)]
-pub(super) unsafe fn q6_k_packed<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+pub(super) unsafe fn q6_k_packed<const M: usize, const N: usize>(
+    w: [&[u8]; M],
+    a: [&[u8]; N],
+) -> [[f32; N]; M] {
     use super::act::K_GROUPED_BYTES;
     const GROUP_BYTES: usize = 2 * Q6_K_BYTES;
-    let ng = w.len() / GROUP_BYTES;
+    let ng = w[0].len() / GROUP_BYTES;
     let m4 = _mm512_set1_epi8(0x0f);
     let m30 = _mm512_set1_epi8(0x30);
     let k_scale = _mm512_load_si512(K_SCALE.0.as_ptr() as *const __m512i);
-    let mut acc = [[_mm512_setzero_ps(); 2]; N];
+    let mut acc = [[[_mm512_setzero_ps(); 2]; N]; M];
     // `low | (high & 0x30)`, bitwise.
     const LOW_OR_HIGH_BITS: i32 = 0xf8;
     for g in 0..ng {
-        let p = w.as_ptr().add(g * GROUP_BYTES);
-        let high = [
-            _mm512_loadu_si512(p.add(256) as *const __m512i),
-            _mm512_loadu_si512(p.add(320) as *const __m512i),
-        ];
-        let mut codes = [_mm512_setzero_si512(); 8];
-        for c in 0..4 {
-            let v = _mm512_loadu_si512(p.add(64 * c) as *const __m512i);
-            let low = [
-                _mm512_and_si512(v, m4),
-                _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
+        let wp: [*const u8; M] = std::array::from_fn(|m| w[m].as_ptr().add(g * GROUP_BYTES));
+        let ap: [*const u8; N] = std::array::from_fn(|r| a[r].as_ptr().add(g * K_GROUPED_BYTES));
+        let mut high = [[_mm512_setzero_si512(); 2]; M];
+        for m in 0..M {
+            high[m] = [
+                _mm512_loadu_si512(wp[m].add(256) as *const __m512i),
+                _mm512_loadu_si512(wp[m].add(320) as *const __m512i),
             ];
-            for half in 0..2 {
-                // Bits 2c..2c+2 of each byte to bits 4..6 (what spills across bytes is masked).
-                let h = match c {
-                    0 => _mm512_slli_epi16::<4>(high[half]),
-                    1 => _mm512_slli_epi16::<2>(high[half]),
-                    2 => high[half],
-                    _ => _mm512_srli_epi16::<2>(high[half]),
-                };
-                codes[c + 4 * half] =
-                    _mm512_ternarylogic_epi32::<LOW_OR_HIGH_BITS>(low[half], h, m30);
+        }
+        // As in [`q4_k_packed`]; the chains start from the activations' `-32 · Σ`.
+        let mut lo = [[_mm512_setzero_si512(); N]; M];
+        let mut hi = [[_mm512_setzero_si512(); N]; M];
+        for r in 0..N {
+            let neg32 = [
+                _mm512_loadu_si512(ap[r].add(64 * 8) as *const __m512i),
+                _mm512_loadu_si512(ap[r].add(64 * 9) as *const __m512i),
+            ];
+            for m in 0..M {
+                [lo[m][r], hi[m][r]] = neg32;
             }
         }
-        let sc = [
-            _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(384) as *const __m128i)),
-            _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(400) as *const __m128i)),
-        ];
-        // [d₀, 0, d₁, 0]: each f16 zero-extended to 32 bits reads as (d, 0).
-        let dd = _mm_cvtph_ps(_mm_cvtepu16_epi32(_mm_cvtsi32_si128(read_unaligned(
-            p.add(416) as *const i32,
-        ))));
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let ap = a[r].as_ptr().add(g * K_GROUPED_BYTES);
-            let x = |t: usize| _mm512_loadu_si512(ap.add(64 * t) as *const __m512i);
-            let mut lo = x(8);
-            let mut hi = x(9);
-            for t in 0..4 {
-                lo = _mm512_dpbusd_epi32(lo, codes[t], x(t));
-                hi = _mm512_dpbusd_epi32(hi, codes[t + 4], x(t + 4));
+        for c in 0..4 {
+            let mut codes = [[_mm512_setzero_si512(); 2]; M];
+            for m in 0..M {
+                let v = _mm512_loadu_si512(wp[m].add(64 * c) as *const __m512i);
+                let low = [
+                    _mm512_and_si512(v, m4),
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
+                ];
+                for half in 0..2 {
+                    // Bits 2c..2c+2 of each byte to bits 4..6 (what spills across bytes is
+                    // masked).
+                    let h = match c {
+                        0 => _mm512_slli_epi16::<4>(high[m][half]),
+                        1 => _mm512_slli_epi16::<2>(high[m][half]),
+                        2 => high[m][half],
+                        _ => _mm512_srli_epi16::<2>(high[m][half]),
+                    };
+                    codes[m][half] =
+                        _mm512_ternarylogic_epi32::<LOW_OR_HIGH_BITS>(low[half], h, m30);
+                }
             }
-            let sums =
-                _mm512_add_epi32(_mm512_mullo_epi32(lo, sc[0]), _mm512_mullo_epi32(hi, sc[1]));
-            let f = _mm512_castps128_ps512(_mm_mul_ps(dd, _mm_loadu_ps(ap.add(640) as *const f32)));
-            let d = _mm512_permutexvar_ps(k_scale, f);
-            acc[g % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc[g % 2]);
+            for r in 0..N {
+                let xl = _mm512_loadu_si512(ap[r].add(64 * c) as *const __m512i);
+                let xh = _mm512_loadu_si512(ap[r].add(64 * (c + 4)) as *const __m512i);
+                for m in 0..M {
+                    lo[m][r] = _mm512_dpbusd_epi32(lo[m][r], codes[m][0], xl);
+                    hi[m][r] = _mm512_dpbusd_epi32(hi[m][r], codes[m][1], xh);
+                }
+            }
+        }
+        for m in 0..M {
+            let p = wp[m];
+            let sc = [
+                _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(384) as *const __m128i)),
+                _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(400) as *const __m128i)),
+            ];
+            // [d₀, 0, d₁, 0]: each f16 zero-extended to 32 bits reads as (d, 0).
+            let dd = _mm_cvtph_ps(_mm_cvtepu16_epi32(_mm_cvtsi32_si128(read_unaligned(
+                p.add(416) as *const i32,
+            ))));
+            for r in 0..N {
+                let sums = _mm512_add_epi32(
+                    _mm512_mullo_epi32(lo[m][r], sc[0]),
+                    _mm512_mullo_epi32(hi[m][r], sc[1]),
+                );
+                let da = _mm_loadu_ps(ap[r].add(640) as *const f32);
+                let f = _mm512_castps128_ps512(_mm_mul_ps(dd, da));
+                let d = _mm512_permutexvar_ps(k_scale, f);
+                acc[m][r][g % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc[m][r][g % 2]);
+            }
         }
     }
-    acc.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b)))
+    acc.map(|rows| rows.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b))))
 }
 
 /// Q4_K's eight 6-bit scales and mins (12 bytes at `s`) as bytes `[sc0..8, m0..8]`.
