@@ -583,6 +583,7 @@ mod tests {
         let pool = ThreadPool::new(2);
         for ty in [
             GgmlType::Q4_0,
+            GgmlType::Q5_0,
             GgmlType::Q8_0,
             GgmlType::Q4_K,
             GgmlType::Q6_K,
@@ -669,6 +670,7 @@ mod tests {
         let mut rng = Rng::new(11);
         for ty in [
             GgmlType::Q4_0,
+            GgmlType::Q5_0,
             GgmlType::Q8_0,
             GgmlType::Q4_K,
             GgmlType::Q6_K,

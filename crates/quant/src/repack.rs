@@ -13,6 +13,10 @@
 //!   holds element `j` of block `b` in its low nibble and element `16 + j` in its high one,
 //!   as in ggml), then the four f16 scales. One AND gives every block's first half, one
 //!   shift-and-AND every block's second half.
+//! - Q5_0 (88 bytes): the four blocks' code bytes as Q4_0's, then the fifth bits as two
+//!   64-bit masks (bit `16b + j` of the first is element `j` of block `b`'s, of the second
+//!   element `16 + j`'s: one masked byte add each puts them into the nibbles), then the four
+//!   f16 scales.
 //! - Q8_0 (136 bytes): the first halves (elements 0..16) of the four blocks, then their
 //!   second halves, each value stored as `q ^ 0x80` (the unsigned form `vpdpbusd` takes),
 //!   then the four f16 scales.
@@ -49,7 +53,7 @@
 
 use ferrite_gguf::GgmlType;
 
-use crate::kernels::layout::{Q4_0_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES};
+use crate::kernels::layout::{Q4_0_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES};
 use crate::kernels::{self, Isa};
 
 /// Blocks per packed group of the 32-element types (Q4_0, Q8_0).
@@ -75,13 +79,14 @@ pub fn worth_packing(ty: GgmlType) -> bool {
 /// Whether a row of `ty` that is not a whole number of groups ends in a short group (rather
 /// than one padded with zero blocks).
 fn short_tail(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
 }
 
 /// `(elements per block, bytes per block, blocks per group)` of `ty`'s packed layout.
 fn shape(ty: GgmlType) -> Option<(usize, usize, usize)> {
     match ty {
         GgmlType::Q4_0 => Some((32, Q4_0_BYTES, GROUP)),
+        GgmlType::Q5_0 => Some((32, Q5_0_BYTES, GROUP)),
         GgmlType::Q8_0 => Some((32, Q8_0_BYTES, GROUP)),
         GgmlType::Q4_K => Some((256, Q4_K_BYTES, K_GROUP)),
         GgmlType::Q6_K => Some((256, Q6_K_BYTES, K_GROUP)),
@@ -160,6 +165,18 @@ fn pack_group(ty: GgmlType, from: &[u8], out: &mut [u8]) {
             for (b, blk) in from.chunks_exact(Q4_0_BYTES).enumerate() {
                 scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
                 values[16 * b..16 * b + 16].copy_from_slice(&blk[2..]);
+            }
+        }
+        GgmlType::Q5_0 => {
+            let n = from.len() / Q5_0_BYTES;
+            let (values, rest) = out.split_at_mut(n * 16);
+            let (fifth, scales) = rest.split_at_mut(n * 4);
+            for (b, blk) in from.chunks_exact(Q5_0_BYTES).enumerate() {
+                scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
+                // qh's low half: elements 0..16 of the block; its high half: 16..32.
+                fifth[2 * b..2 * b + 2].copy_from_slice(&blk[2..4]);
+                fifth[2 * n + 2 * b..2 * n + 2 * b + 2].copy_from_slice(&blk[4..6]);
+                values[16 * b..16 * b + 16].copy_from_slice(&blk[6..]);
             }
         }
         GgmlType::Q8_0 => {
@@ -271,6 +288,17 @@ fn unpack_group(ty: GgmlType, from: &[u8], blocks: &mut [u8]) {
                 blk[2..].copy_from_slice(&values[16 * b..16 * b + 16]);
             }
         }
+        GgmlType::Q5_0 => {
+            let n = blocks.len() / Q5_0_BYTES;
+            let (values, rest) = from.split_at(n * 16);
+            let (fifth, scales) = rest.split_at(n * 4);
+            for (b, blk) in blocks.chunks_exact_mut(Q5_0_BYTES).enumerate() {
+                blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
+                blk[2..4].copy_from_slice(&fifth[2 * b..2 * b + 2]);
+                blk[4..6].copy_from_slice(&fifth[2 * n + 2 * b..2 * n + 2 * b + 2]);
+                blk[6..].copy_from_slice(&values[16 * b..16 * b + 16]);
+            }
+        }
         GgmlType::Q8_0 => {
             let n = blocks.len() / Q8_0_BYTES;
             let (values, scales) = from.split_at(n * 32);
@@ -352,6 +380,7 @@ mod tests {
         let mut rng = Rng::new(11);
         for ty in [
             GgmlType::Q4_0,
+            GgmlType::Q5_0,
             GgmlType::Q8_0,
             GgmlType::Q4_K,
             GgmlType::Q6_K,

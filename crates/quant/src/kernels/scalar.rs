@@ -72,6 +72,19 @@ pub fn dot_q4_0_packed(w: &[u8], a: &[u8]) -> f32 {
     })
 }
 
+/// Packed Q5_0 · [`super::ActType::Q8_0Grouped`] (see [`dot_q4_0_packed`]).
+pub fn dot_q5_0_packed(w: &[u8], a: &[u8]) -> f32 {
+    dot_packed(w, a, Q5_0_BYTES, |g, n, b, e| {
+        let v = g[16 * b + e % 16];
+        let nibble = if e < 16 { v & 0x0f } else { v >> 4 };
+        // Bit 16b + e % 16 of the mask for this half of the blocks.
+        let bit = 16 * b + e % 16;
+        let mask = &g[16 * n + 2 * n * (e / 16)..];
+        let fifth = (mask[bit / 8] >> (bit % 8)) & 1;
+        i32::from(nibble | (fifth << 4)) - 16
+    })
+}
+
 /// Packed Q8_0 · [`super::ActType::Q8_0Grouped`] (see [`dot_q4_0_packed`]).
 pub fn dot_q8_0_packed(w: &[u8], a: &[u8]) -> f32 {
     dot_packed(w, a, Q8_0_BYTES, |g, n, b, e| {

@@ -314,6 +314,7 @@ fn packed_kernels_match_the_scalar_reference_and_agree_across_entry_points() {
     let mut simd = 0;
     for ty in [
         GgmlType::Q4_0,
+        GgmlType::Q5_0,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,

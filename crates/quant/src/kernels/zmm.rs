@@ -1,5 +1,6 @@
 //! 512-bit dot products for the weight types that dominate generation time: Q4_0, Q8_0,
-//! Q4_K and Q6_K, at the AVX-512 level (F/BW/VNNI; no VBMI, so Cascade Lake runs them too).
+//! Q4_K and Q6_K (and, packed only, Q5_0: the fallback of Q4_K_M mixtures for rows that are
+//! not a multiple of 256, most of SmolLM2's matrices), at the AVX-512 level (F/BW/VNNI; no VBMI, so Cascade Lake runs them too).
 //!
 //! Why not the 256-bit bodies of [`super::x86`] with wider registers: at generation time a
 //! matrix-vector product streams every weight once, and the 256-bit kernels spend ~19
@@ -349,6 +350,7 @@ trait Packed {
 }
 
 struct Q4_0Packed;
+struct Q5_0Packed;
 struct Q8_0Packed;
 
 #[inline(always)]
@@ -388,6 +390,49 @@ impl Packed for Q4_0Packed {
     #[inline(always)]
     unsafe fn offset_term(neg8: __m512i) -> __m512i {
         neg8
+    }
+}
+
+impl Q5_0Packed {
+    /// The codes 0..32: each half's nibbles plus 16 where its fifth-bit mask is set.
+    #[inline(always)]
+    unsafe fn codes(v: __m512i, fifth: [u64; 2]) -> [__m512i; 2] {
+        let [lo, hi] = Q4_0Packed::nibbles(v);
+        let sixteen = _mm512_set1_epi8(16);
+        [
+            _mm512_mask_add_epi8(lo, fifth[0], lo, sixteen),
+            _mm512_mask_add_epi8(hi, fifth[1], hi, sixteen),
+        ]
+    }
+}
+
+/// The `n` (≤ 4) 16-bit fifth-bit masks at `p` as one 64-bit mask, zeros after.
+#[inline(always)]
+unsafe fn mask_upto(p: *const u8, n: usize) -> u64 {
+    _mm_cvtsi128_si64(_mm_maskz_loadu_epi16((1u8 << n) - 1, p as *const i16)) as u64
+}
+
+impl Packed for Q5_0Packed {
+    const BLOCK_BYTES: usize = Q5_0_BYTES;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> ([__m512i; 2], __m128) {
+        let v = _mm512_loadu_si512(p as *const __m512i);
+        let fifth = [
+            read_unaligned(p.add(64) as *const u64),
+            read_unaligned(p.add(72) as *const u64),
+        ];
+        (Self::codes(v, fifth), f16x4(p.add(80)))
+    }
+    #[inline(always)]
+    unsafe fn decode_short(p: *const u8, n: usize) -> ([__m512i; 2], __m128) {
+        let v = load_upto(p, 16 * n);
+        let fifth = [mask_upto(p.add(16 * n), n), mask_upto(p.add(18 * n), n)];
+        (Self::codes(v, fifth), f16x4_upto(p.add(20 * n), n))
+    }
+    #[inline(always)]
+    unsafe fn offset_term(neg8: __m512i) -> __m512i {
+        // The stored offset is 16: -16 · Σ.
+        _mm512_add_epi32(neg8, neg8)
     }
 }
 
@@ -498,6 +543,15 @@ pub(super) unsafe fn q4_0_packed<const M: usize, const N: usize>(
     a: [&[u8]; N],
 ) -> [[f32; N]; M] {
     packed::<Q4_0Packed, M, N>(w, a)
+}
+
+/// `M` packed Q5_0 rows against `N` grouped activation rows.
+#[inline(always)]
+pub(super) unsafe fn q5_0_packed<const M: usize, const N: usize>(
+    w: [&[u8]; M],
+    a: [&[u8]; N],
+) -> [[f32; N]; M] {
+    packed::<Q5_0Packed, M, N>(w, a)
 }
 
 /// `M` packed Q8_0 rows against `N` grouped activation rows.
