@@ -238,7 +238,12 @@ fn smollm2_targets(src_path: &Path, tag: &str) {
         }
         if target == "Q4_K_M" {
             assert!(
-                log.contains("blk.0.attn_q.weight: row length 576 is not a multiple of Q4_K"),
+                log.contains("with rows that are not a multiple of Q4_K's block of 256 use Q5_0: ")
+                    && log
+                        .lines()
+                        .filter(|l| l.contains("not a multiple of"))
+                        .count()
+                        <= 2,
                 "fallbacks are reported:\n{log}"
             );
         }

@@ -556,21 +556,16 @@ fn write_model(
             pb.println(msg);
         }
     };
+    // One line per replacement rather than per tensor: a Q4_K_M SmolLM2 has 180 of them.
+    for line in fallback_summary(file, plans) {
+        note(line);
+    }
     let start = Instant::now();
     let n = plans.len();
     let mut out_bytes = 0u64;
     let mut scratch = Vec::new();
     for (i, (t, plan)) in file.tensors().iter().zip(plans).enumerate() {
         pb.set_message(format!("{}/{n} {}", i + 1, t.name));
-        if let Some(from) = plan.fallback_from {
-            note(format!(
-                "{}: row length {} is not a multiple of {from}'s block of {}; using {}",
-                t.name,
-                t.row_len(),
-                from.block_size(),
-                plan.spec.ty
-            ));
-        }
         let src = file.tensor_data(t);
         let ty = plan.spec.ty;
         if ty == t.ty {
@@ -606,6 +601,38 @@ fn write_model(
         threads
     );
     Ok(())
+}
+
+/// The planned type replacements (llama.cpp's, for rows that are not a multiple of the
+/// chosen type's block), one line per `(chosen, used)` pair, naming the first tensors.
+fn fallback_summary(file: &GgufFile, plans: &[Plan]) -> Vec<String> {
+    let mut groups: Vec<((GgmlType, GgmlType), Vec<&str>)> = Vec::new();
+    for (t, plan) in file.tensors().iter().zip(plans) {
+        let Some(from) = plan.fallback_from else {
+            continue;
+        };
+        let key = (from, plan.spec.ty);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) => names.push(&t.name),
+            None => groups.push((key, vec![&t.name])),
+        }
+    }
+    const NAMED: usize = 3;
+    groups
+        .into_iter()
+        .map(|((from, to), names)| {
+            let more = match names.len().saturating_sub(NAMED) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            format!(
+                "{} tensor(s) with rows that are not a multiple of {from}'s block of {} use {to}: {}{more}",
+                names.len(),
+                from.block_size(),
+                names[..names.len().min(NAMED)].join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Rows converted per batch: bounds each thread's f32 scratch.
