@@ -581,13 +581,7 @@ mod tests {
         // alone, to the bit.
         let mut rng = Rng::new(10);
         let pool = ThreadPool::new(2);
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q5_0,
-            GgmlType::Q8_0,
-            GgmlType::Q4_K,
-            GgmlType::Q6_K,
-        ] {
+        for ty in crate::repack::PACKED_TYPES {
             let sc = kernel_for(ty, Isa::Scalar).unwrap();
             let shapes: &[(usize, usize)] = if ty.block_size() == 256 {
                 &[(768, 37), (512, 16)]
@@ -668,13 +662,7 @@ mod tests {
         // every output must be the packed kernel's one-row dot product, to the bit, on one
         // thread and two, alone and fused.
         let mut rng = Rng::new(11);
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q5_0,
-            GgmlType::Q8_0,
-            GgmlType::Q4_K,
-            GgmlType::Q6_K,
-        ] {
+        for ty in crate::repack::PACKED_TYPES {
             let Some(kern) = crate::kernels::packed_kernel(ty).filter(|k| k.pairs_rows()) else {
                 continue;
             };

@@ -63,6 +63,15 @@ pub const GROUP: usize = 4;
 /// of their activations ([`crate::kernels::ActType::Q8_KGrouped`]).
 pub const K_GROUP: usize = crate::kernels::act::K_GROUP;
 
+/// Every type with a packed layout ([`has_layout`]).
+pub const PACKED_TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+
 /// Whether ferrite has a packed layout for `ty` (whatever the CPU).
 pub fn has_layout(ty: GgmlType) -> bool {
     shape(ty).is_some()
@@ -376,15 +385,19 @@ mod tests {
     use crate::kernels::tests::{random_weights, Rng};
 
     #[test]
+    fn packed_types_lists_every_type_with_a_layout() {
+        let with_layout: Vec<GgmlType> = ferrite_gguf::types::TYPES
+            .iter()
+            .map(|info| info.ty)
+            .filter(|&t| has_layout(t))
+            .collect();
+        assert_eq!(with_layout, PACKED_TYPES);
+    }
+
+    #[test]
     fn unpack_inverts_pack_for_every_row_length() {
         let mut rng = Rng::new(11);
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q5_0,
-            GgmlType::Q8_0,
-            GgmlType::Q4_K,
-            GgmlType::Q6_K,
-        ] {
+        for ty in PACKED_TYPES {
             let block = ty.block_size() as usize;
             for nb in 1..=9 {
                 let w = random_weights(&mut rng, ty, block * nb);

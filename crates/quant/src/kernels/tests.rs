@@ -312,13 +312,7 @@ fn packed_kernels_match_the_scalar_reference_and_agree_across_entry_points() {
     // relies on it.
     let mut rng = Rng::new(5);
     let mut simd = 0;
-    for ty in [
-        GgmlType::Q4_0,
-        GgmlType::Q5_0,
-        GgmlType::Q8_0,
-        GgmlType::Q4_K,
-        GgmlType::Q6_K,
-    ] {
+    for ty in crate::repack::PACKED_TYPES {
         let scalar = packed_kernel_for(ty, Isa::Scalar).unwrap();
         let unpacked = kernel_for(ty, Isa::Scalar).unwrap();
         for nb in 1..=9 {

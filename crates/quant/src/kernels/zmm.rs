@@ -536,32 +536,22 @@ unsafe fn packed<W: Packed, const M: usize, const N: usize>(
     acc.map(|rows| rows.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b))))
 }
 
-/// `M` packed Q4_0 rows against `N` grouped activation rows.
-#[inline(always)]
-pub(super) unsafe fn q4_0_packed<const M: usize, const N: usize>(
-    w: [&[u8]; M],
-    a: [&[u8]; N],
-) -> [[f32; N]; M] {
-    packed::<Q4_0Packed, M, N>(w, a)
+/// The entry point of one 32-element packed type: `M` packed rows against `N` grouped
+/// activation rows, through [`packed`].
+macro_rules! packed_entry {
+    ($name:ident, $ty:ty) => {
+        #[inline(always)]
+        pub(super) unsafe fn $name<const M: usize, const N: usize>(
+            w: [&[u8]; M],
+            a: [&[u8]; N],
+        ) -> [[f32; N]; M] {
+            packed::<$ty, M, N>(w, a)
+        }
+    };
 }
-
-/// `M` packed Q5_0 rows against `N` grouped activation rows.
-#[inline(always)]
-pub(super) unsafe fn q5_0_packed<const M: usize, const N: usize>(
-    w: [&[u8]; M],
-    a: [&[u8]; N],
-) -> [[f32; N]; M] {
-    packed::<Q5_0Packed, M, N>(w, a)
-}
-
-/// `M` packed Q8_0 rows against `N` grouped activation rows.
-#[inline(always)]
-pub(super) unsafe fn q8_0_packed<const M: usize, const N: usize>(
-    w: [&[u8]; M],
-    a: [&[u8]; N],
-) -> [[f32; N]; M] {
-    packed::<Q8_0Packed, M, N>(w, a)
-}
+packed_entry!(q4_0_packed, Q4_0Packed);
+packed_entry!(q5_0_packed, Q5_0Packed);
+packed_entry!(q8_0_packed, Q8_0Packed);
 
 /// Lanes 0..8 take element 0 of a four-float vector, lanes 8..16 element 2: in a k-quant
 /// group, block 0's and block 1's `d · d_a`.
