@@ -3,6 +3,11 @@
 //! memory, what llama.cpp does) or f32 on request. Its size is fixed by the context length at
 //! creation; a request that would overflow it is an [`Error::ContextFull`], never a silent
 //! wrap-around.
+//!
+//! Values are stored position after position (`[pos][dim]`), keys the other way round
+//! (`[dim][pos]`, see [`KeysView`]): attention for a generated token then reads a run of
+//! consecutive keys per element as one vector, scoring 16 keys per instruction, instead of
+//! leaving all but one lane of each vector idle.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -56,6 +61,36 @@ impl Store {
         }
     }
 
+    /// Writes the `[n, dim]` rows of `src` as columns `pos0..pos0 + n` of a `[dim][n_ctx]`
+    /// store. f16 goes through `tmp` (converted as a whole first, which is vectorised, then
+    /// scattered).
+    fn write_columns(
+        &mut self,
+        pos0: usize,
+        n_ctx: usize,
+        dim: usize,
+        src: &[f32],
+        tmp: &mut Vec<f16>,
+    ) {
+        let n = src.len() / dim;
+        fn scatter<T: Copy>(dst: &mut [T], src: &[T], pos0: usize, n_ctx: usize, dim: usize) {
+            let n = src.len() / dim;
+            for (d, col) in dst.chunks_exact_mut(n_ctx).take(dim).enumerate() {
+                for (t, x) in col[pos0..pos0 + n].iter_mut().enumerate() {
+                    *x = src[t * dim + d];
+                }
+            }
+        }
+        match self {
+            Store::F16(v) => {
+                tmp.resize(n * dim, f16::ZERO);
+                tmp.convert_from_f32_slice(src);
+                scatter(v, tmp, pos0, n_ctx, dim);
+            }
+            Store::F32(v) => scatter(v, src, pos0, n_ctx, dim),
+        }
+    }
+
     /// The first `n` elements in their stored type: attention converts what it reads tile
     /// by tile, instead of the whole context on every layer.
     fn view(&self, n: usize) -> KvView<'_> {
@@ -66,6 +101,14 @@ impl Store {
     }
 }
 
+/// The keys of one layer as stored: element `d` (of all KV heads' `dim_k`) of the key at
+/// position `j` is `elems[d·stride + j]`.
+#[derive(Clone, Copy, Debug)]
+pub struct KeysView<'a> {
+    pub elems: KvView<'a>,
+    pub stride: usize,
+}
+
 /// Keys and values of every layer for up to `n_ctx` positions.
 #[derive(Clone, Debug)]
 pub struct KvCache {
@@ -73,9 +116,13 @@ pub struct KvCache {
     n_ctx: usize,
     dim_k: usize,
     dim_v: usize,
+    /// Per layer `[dim_k][n_ctx]` ([`KeysView`]).
     k: Vec<Store>,
+    /// Per layer `[n_ctx][dim_v]`.
     v: Vec<Store>,
     len: usize,
+    /// Keys converted to f16 before they are scattered into columns.
+    tmp: Vec<f16>,
 }
 
 impl KvCache {
@@ -93,6 +140,7 @@ impl KvCache {
                 .map(|_| Store::new(ty, n_ctx * dim_v))
                 .collect(),
             len: 0,
+            tmp: Vec::new(),
         }
     }
 
@@ -145,17 +193,24 @@ impl KvCache {
     }
 
     /// Stores `[n, dim]` keys and values at positions `pos0..pos0+n` of `layer`.
+    ///
+    /// # Panics
+    /// If the rows do not fit (`pos0 + n > n_ctx`) or their lengths are not multiples of
+    /// the dimensions.
     pub fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
-        self.k[layer].write(pos0 * self.dim_k, k);
+        assert!(k.len().is_multiple_of(self.dim_k) && pos0 + k.len() / self.dim_k <= self.n_ctx);
+        self.k[layer].write_columns(pos0, self.n_ctx, self.dim_k, k, &mut self.tmp);
         self.v[layer].write(pos0 * self.dim_v, v);
     }
 
-    /// Keys and values of positions `0..n` of `layer` (`[n, dim]` each), as stored.
-    pub fn view(&self, layer: usize, n: usize) -> (KvView<'_>, KvView<'_>) {
-        (
-            self.k[layer].view(n * self.dim_k),
-            self.v[layer].view(n * self.dim_v),
-        )
+    /// Keys and values of positions `0..n` of `layer`, as stored: keys `[dim_k][n_ctx]`
+    /// (see [`KeysView`]), values `[n, dim_v]`.
+    pub fn view(&self, layer: usize, n: usize) -> (KeysView<'_>, KvView<'_>) {
+        let keys = KeysView {
+            elems: self.k[layer].view(self.dim_k.saturating_sub(1) * self.n_ctx + n),
+            stride: self.n_ctx,
+        };
+        (keys, self.v[layer].view(n * self.dim_v))
     }
 
     /// Marks `n` more positions as filled (after every layer wrote them).
@@ -179,6 +234,40 @@ mod tests {
         assert!(c.is_empty());
     }
 
+    /// Keys land dim-major at their positions whatever the batch (one write of three rows
+    /// or three of one), values row-major; both types alike.
+    #[test]
+    fn writes_in_any_batch_land_in_the_stored_layout() {
+        for ty in [KvType::F16, KvType::F32] {
+            let (dim_k, dim_v, n_ctx) = (3, 2, 5);
+            let k: Vec<f32> = (0..9).map(|i| i as f32).collect();
+            let v: Vec<f32> = (0..6).map(|i| 10.0 + i as f32).collect();
+            let mut whole = KvCache::new(ty, 1, n_ctx, dim_k, dim_v);
+            whole.write(0, 1, &k, &v);
+            let mut pieces = KvCache::new(ty, 1, n_ctx, dim_k, dim_v);
+            for t in 0..3 {
+                pieces.write(0, 1 + t, &k[t * 3..][..3], &v[t * 2..][..2]);
+            }
+            for c in [&whole, &pieces] {
+                let (keys, vals) = c.view(0, 4);
+                let f32s = |e: KvView<'_>| match e {
+                    KvView::F32(s) => s.to_vec(),
+                    KvView::F16(s) => s.iter().map(|x| x.to_f32()).collect::<Vec<_>>(),
+                };
+                let (kt, vs) = (f32s(keys.elems), f32s(vals));
+                assert_eq!(keys.stride, n_ctx);
+                // Key at position 1 + t, element d, was k[t·3 + d].
+                for t in 0..3 {
+                    for d in 0..dim_k {
+                        assert_eq!(kt[d * n_ctx + 1 + t], k[t * 3 + d], "{ty:?} t{t} d{d}");
+                    }
+                }
+                assert_eq!(kt.len(), 2 * n_ctx + 4);
+                assert_eq!(&vs[2..], &v[..], "{ty:?}");
+            }
+        }
+    }
+
     #[test]
     fn f16_round_trips_within_half_precision() {
         for ty in [KvType::F16, KvType::F32] {
@@ -189,10 +278,12 @@ mod tests {
                 KvView::F16(s) => s.iter().map(|x| x.to_f32()).collect::<Vec<_>>(),
             };
             let (k, v) = c.view(1, 2);
-            assert!(matches!(k, KvView::F16(_)) == (ty == KvType::F16));
-            let (k, v) = (f32s(k), f32s(v));
-            assert_eq!((k.len(), v.len()), (4, 4));
-            assert!((k[2] - 0.1).abs() < 1e-4 && k[3] == 2.0 && v[2] == 3.0 && v[3] == -4.5);
+            assert!(matches!(k.elems, KvView::F16(_)) == (ty == KvType::F16));
+            assert_eq!(k.stride, 3);
+            let (k, v) = (f32s(k.elems), f32s(v));
+            // Keys dim-major: [d0: p0 p1 (p2)] [d1: p0 p1].
+            assert_eq!((k.len(), v.len()), (5, 4));
+            assert!((k[1] - 0.1).abs() < 1e-4 && k[4] == 2.0 && v[2] == 3.0 && v[3] == -4.5);
         }
     }
 }

@@ -3,19 +3,24 @@
 //!
 //! Tiled with an online softmax (flash-attention style), so the score matrix is never
 //! materialised: a unit of work is a block of query tokens × the query heads that share one KV
-//! head. It walks the visible keys in tiles of [`BK`]; each K tile (converted from f16 once,
-//! if stored so) is multiplied against all the unit's queries at once (`S = K·Qᵀ`), the
-//! scores are folded into running row maxima and sums, and `O = O·α + P·V` reads V in its
-//! stored type. Units are split across the pool's threads.
+//! head. It walks the visible keys in tiles of [`BK`]; each K tile is multiplied against all
+//! the unit's queries at once, the scores are folded into running row maxima and sums, and
+//! `O = O·α + P·V` reads V in its stored type. Units are split across the pool's threads.
+//!
+//! The scores of a tile are computed one of two ways, with bit-identical results (the tile
+//! kernels guarantee it, see `gemm_acc` and `softmax_rows`): with many query rows (prompts),
+//! rows are the vector lanes (`S = K·Qᵀ`, the K tile converted from f16 once); with few
+//! (a generated token), keys are the lanes (`Sᵀ = Q·Kᵀ`), reading the dim-major key cache
+//! ([`KeysView`]) directly. A query's output thus does not depend on how its batch was cut.
 
 use std::cell::RefCell;
 
 use half::slice::HalfFloatSliceExt;
 
-use ferrite_quant::kernels::vec::{gemm_acc, softmax_tile, Elems};
+use ferrite_quant::kernels::vec::{gemm_acc, softmax_rows, softmax_tile, Elems};
 use ferrite_quant::matmul::ThreadPool;
 
-use crate::kv_cache::KvView;
+use crate::kv_cache::{KeysView, KvView};
 
 /// Shapes and options of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -43,14 +48,17 @@ const BK: usize = 64;
 /// conversion, few enough that the unit's Qᵀ, scores and output stay in L2.
 const MAX_ROWS: usize = 64;
 
+/// Units with fewer query rows than this put keys, not rows, in the vector lanes.
+const ROWS_AS_LANES: usize = 16;
+
 /// Per-thread tiles, reused across calls.
 #[derive(Default)]
 struct Tiles {
-    /// `[hd_k, rows]`: the unit's queries, transposed and scaled.
+    /// The unit's queries, scaled: `[hd_k, rows]` (rows as lanes) or `[rows, hd_k]`.
     qt: Vec<f32>,
-    /// `[BK, rows]`: scores, then probabilities, of one key tile.
+    /// Scores, then probabilities, of one key tile: `[BK, rows]` or `[rows, nk]`.
     st: Vec<f32>,
-    /// `[BK, hd_k]`: one K tile converted to f32 (f16 caches only).
+    /// `[hd_k, BK]`: one K tile converted to f32 (f16 caches, rows as lanes only).
     kt: Vec<f32>,
     /// `[rows, hd_v]`: the running output.
     o: Vec<f32>,
@@ -68,7 +76,7 @@ thread_local! {
 /// How the work is cut into units.
 struct Plan<'a> {
     q: &'a [f32],
-    k: KvView<'a>,
+    k: KeysView<'a>,
     v: KvView<'a>,
     pos0: usize,
     n_tok: usize,
@@ -100,7 +108,10 @@ impl Plan<'_> {
         // serving relies on (a re-sent prompt must give the same reply).
         let kstart = p.window.map_or(0, |w| (qp_min + 1).saturating_sub(w)) / BK * BK;
         let kend = qp_max + 1;
-        let kstride = p.n_head_kv * hd_k;
+        let keys_as_lanes = rows < ROWS_AS_LANES;
+        // Element d of the key at position j of this group: kbase + d·kstride + j.
+        let kstride = self.k.stride;
+        let kbase = g * hd_k * kstride;
         let vstride = p.n_head_kv * hd_v;
         TILES.with(|cell| {
             let mut guard = cell.borrow_mut();
@@ -111,7 +122,12 @@ impl Plan<'_> {
                     let r = tl * hs + hh;
                     let qrow = &self.q[((t0 + tl) * p.n_head + h0 + hh) * hd_k..][..hd_k];
                     for (d, &x) in qrow.iter().enumerate() {
-                        t.qt[d * rows + r] = x * p.scale;
+                        let at = if keys_as_lanes {
+                            r * hd_k + d
+                        } else {
+                            d * rows + r
+                        };
+                        t.qt[at] = x * p.scale;
                     }
                 }
             }
@@ -126,34 +142,31 @@ impl Plan<'_> {
             let mut k0 = kstart;
             while k0 < kend {
                 let nk = BK.min(kend - k0);
-                let koff = k0 * kstride + g * hd_k;
                 let st = &mut t.st[..nk * rows];
                 st.fill(0.0);
-                let (ka, ka_rs) = match self.k {
-                    KvView::F32(kc) => (&kc[koff..], kstride),
-                    KvView::F16(kc) => {
-                        t.kt.resize(BK * hd_k, 0.0);
-                        for (j, row) in t.kt.chunks_exact_mut(hd_k).take(nk).enumerate() {
-                            // Uses F16C when the CPU has it.
-                            kc[koff + j * kstride..][..hd_k].convert_to_f32_slice(row);
+                // The score of key j for row r is st[j·js + r·rs].
+                let (js, rs) = if keys_as_lanes { (1, nk) } else { (rows, 1) };
+                if keys_as_lanes {
+                    // Sᵀ = Q·Kᵀ: a B row is one element of nk consecutive keys.
+                    let kt = self.k.elems.slice_from(kbase + k0);
+                    gemm_acc(rows, nk, hd_k, &t.qt, hd_k, 1, kt, kstride, st, nk, None);
+                } else {
+                    // S = K·Qᵀ: all the unit's queries per K element loaded.
+                    let (ka, ka_cs) = match self.k.elems {
+                        KvView::F32(kc) => (&kc[kbase + k0..], kstride),
+                        KvView::F16(kc) => {
+                            t.kt.resize(hd_k * BK, 0.0);
+                            for (d, row) in t.kt.chunks_exact_mut(BK).enumerate() {
+                                // Uses F16C when the CPU has it.
+                                kc[kbase + d * kstride + k0..][..nk]
+                                    .convert_to_f32_slice(&mut row[..nk]);
+                            }
+                            (&t.kt[..], BK)
                         }
-                        (&t.kt[..], hd_k)
-                    }
-                };
-                // S[j][r] = k_j · q_r, all the unit's queries per K element loaded.
-                gemm_acc(
-                    nk,
-                    rows,
-                    hd_k,
-                    ka,
-                    ka_rs,
-                    1,
-                    Elems::F32(&t.qt),
-                    rows,
-                    st,
-                    rows,
-                    None,
-                );
+                    };
+                    let q = Elems::F32(&t.qt);
+                    gemm_acc(nk, rows, hd_k, ka, 1, ka_cs, q, rows, st, rows, None);
+                }
                 if let Some(cap) = p.softcap {
                     st.iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
                 }
@@ -165,20 +178,26 @@ impl Plan<'_> {
                         for tl in 0..nt {
                             let qp = qp_min + tl;
                             if kp > qp || p.window.is_some_and(|w| qp - kp >= w) {
-                                st[j * rows + tl * hs..][..hs].fill(f32::NEG_INFINITY);
+                                for hh in 0..hs {
+                                    st[j * js + (tl * hs + hh) * rs] = f32::NEG_INFINITY;
+                                }
                             }
                         }
                     }
                 }
-                softmax_tile(st, nk, rows, &mut t.m, &mut t.l, &mut t.alpha);
+                if keys_as_lanes {
+                    softmax_rows(st, nk, rows, nk, &mut t.m, &mut t.l, &mut t.alpha);
+                } else {
+                    softmax_tile(st, nk, rows, &mut t.m, &mut t.l, &mut t.alpha);
+                }
                 // O[r] = O[r]·α[r] + Σ_j P[r][j]·v_j, V read in its stored type.
                 gemm_acc(
                     rows,
                     hd_v,
                     nk,
                     st,
-                    1,
-                    rows,
+                    rs,
+                    js,
                     self.v.slice_from(k0 * vstride + g * hd_v),
                     vstride,
                     &mut t.o,
@@ -200,14 +219,14 @@ impl Plan<'_> {
     }
 }
 
-/// `q`: `[n_tok, n_head·hd_k]` for positions `pos0..pos0+n_tok`; `k`/`v`: `[n_kv, n_head_kv·hd]`
-/// holding positions `0..n_kv` (`n_kv >= pos0 + n_tok`), f16 or f32; `out`:
-/// `[n_tok, n_head·hd_v]`.
+/// `q`: `[n_tok, n_head·hd_k]` for positions `pos0..pos0+n_tok`; `k`: `[n_head_kv·hd_k]`
+/// rows of `k.stride` positions ([`KeysView`]) and `v`: `[n_kv, n_head_kv·hd_v]`, holding
+/// positions `0..n_kv` (`n_kv = pos0 + n_tok`), f16 or f32; `out`: `[n_tok, n_head·hd_v]`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &ThreadPool,
     q: &[f32],
-    k: KvView<'_>,
+    k: KeysView<'_>,
     v: KvView<'_>,
     pos0: usize,
     n_tok: usize,
@@ -221,7 +240,9 @@ pub fn attention(
     let n_kv = pos0 + n_tok;
     assert!(p.n_head_kv > 0 && p.n_head.is_multiple_of(p.n_head_kv));
     assert!(q.len() >= n_tok * p.n_head * p.head_dim_k && out.len() >= n_tok * p.n_head * hd_v);
-    assert!(k.len() >= n_kv * p.n_head_kv * p.head_dim_k && v.len() >= n_kv * p.n_head_kv * hd_v);
+    let dim_k = p.n_head_kv * p.head_dim_k;
+    assert!(k.stride >= n_kv && k.elems.len() >= (dim_k - 1) * k.stride + n_kv);
+    assert!(v.len() >= n_kv * p.n_head_kv * hd_v);
     let out = &mut out[..n_tok * p.n_head * hd_v];
     let group = p.n_head / p.n_head_kv;
     let visible = p.window.map_or(n_kv, |w| w.min(n_kv));
@@ -309,8 +330,22 @@ mod tests {
 
     use super::*;
 
-    fn f32s(x: &[f32]) -> KvView<'_> {
-        KvView::F32(x)
+    /// Keys given as `[n_kv][dim]` rows, laid out as the cache stores them: `[dim][stride]`
+    /// with a stride past `n_kv` (as a cache with room left has).
+    fn dim_major<T: Copy + Default>(rows: &[T], dim: usize) -> (Vec<T>, usize) {
+        let n_kv = rows.len() / dim;
+        let stride = n_kv + 5;
+        let mut t = vec![T::default(); dim * stride];
+        for (j, row) in rows.chunks_exact(dim).enumerate() {
+            for (d, &x) in row.iter().enumerate() {
+                t[d * stride + j] = x;
+            }
+        }
+        (t, stride)
+    }
+
+    fn keys<'a>(elems: KvView<'a>, stride: usize) -> KeysView<'a> {
+        KeysView { elems, stride }
     }
 
     struct Rng(u64);
@@ -410,7 +445,8 @@ mod tests {
         let v: Vec<f32> = v16.iter().map(|x| x.to_f32()).collect();
         let want = naive(&q, &k, &v, pos0, n_tok, &p);
         let mut out = vec![0.0; want.len()];
-        let (kv, vv) = (KvView::F16(&k16), KvView::F16(&v16));
+        let (kt, stride) = dim_major(&k16, 256);
+        let (kv, vv) = (keys(KvView::F16(&kt), stride), KvView::F16(&v16));
         attention(&ThreadPool::new(2), &q, kv, vv, pos0, n_tok, &p, &mut out);
         let worst = out
             .iter()
@@ -449,7 +485,8 @@ mod tests {
                 .iter()
                 .map(|&x| f16::from_f32(x))
                 .collect();
-            let (kv, vv) = (KvView::F16(&k), KvView::F16(&v));
+            let (kt, stride) = dim_major(&k, 3 * 64);
+            let (kv, vv) = (keys(KvView::F16(&kt), stride), KvView::F16(&v));
             let row = 9 * 64;
             for pool in [ThreadPool::new(1), ThreadPool::new(2)] {
                 let mut whole = vec![0.0; n * row];
@@ -521,11 +558,13 @@ mod tests {
                             v = v16.iter().map(|x| x.to_f32()).collect();
                         }
                         let want = naive(&q, &k, &v, pos0, n_tok, &p);
+                        let (kt16, stride) = dim_major(&k16, n_head_kv * hd_k);
+                        let (kt32, _) = dim_major(&k, n_head_kv * hd_k);
                         for pool in &pools {
                             let (kv, vv) = if f16kv {
-                                (KvView::F16(&k16), KvView::F16(&v16))
+                                (keys(KvView::F16(&kt16), stride), KvView::F16(&v16))
                             } else {
-                                (KvView::F32(&k), KvView::F32(&v))
+                                (keys(KvView::F32(&kt32), stride), KvView::F32(&v))
                             };
                             let mut out = vec![f32::NAN; want.len()];
                             attention(pool, &q, kv, vv, pos0, n_tok, &p, &mut out);
@@ -562,11 +601,12 @@ mod tests {
         let v = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let q = vec![0.5; 3 * 2 * 2];
         let mut out = vec![0.0; 3 * 2 * 2];
+        let (kt, stride) = dim_major(&k, 2);
         attention(
             &ThreadPool::new(1),
             &q,
-            f32s(&k),
-            f32s(&v),
+            keys(KvView::F32(&kt), stride),
+            KvView::F32(&v),
             0,
             3,
             &p,
@@ -593,11 +633,12 @@ mod tests {
         let v = vec![3.0, 6.0, 9.0];
         let q = vec![1.0; 3];
         let mut out = vec![0.0; 3];
+        let (kt, stride) = dim_major(&k, 1);
         attention(
             &ThreadPool::new(2),
             &q,
-            f32s(&k),
-            f32s(&v),
+            keys(KvView::F32(&kt), stride),
+            KvView::F32(&v),
             0,
             3,
             &p,

@@ -5,7 +5,7 @@
 
 mod tile;
 
-pub use tile::{gemm_acc, softmax_tile, Elems};
+pub use tile::{gemm_acc, softmax_rows, softmax_tile, Elems};
 
 use super::Isa;
 

@@ -213,6 +213,69 @@ fn softmax_with(
     softmax_scalar(s, nk, r, m, l, alpha)
 }
 
+/// [`softmax_tile`] for scores laid out the other way, one query row after another:
+/// `s[c·ld + j]` (row `c < r`, key `j < nk ≤ ld`). Every result is bit-identical to what
+/// [`softmax_tile`] gives for the same scores on the same CPU, so a caller may pick either
+/// layout per call: this one vectorises along keys, for tiles with few query rows (one
+/// generated token), where lanes along rows would sit mostly idle.
+///
+/// # Panics
+/// If `s` holds fewer than `(r − 1)·ld + nk` scores, `ld < nk`, or `m`, `l`, `alpha`
+/// fewer than `r`.
+pub fn softmax_rows(
+    s: &mut [f32],
+    nk: usize,
+    r: usize,
+    ld: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    if r == 0 {
+        return;
+    }
+    assert!(
+        ld >= nk && s.len() >= (r - 1) * ld + nk,
+        "softmax_rows: scores too short"
+    );
+    assert!(m.len() >= r && l.len() >= r && alpha.len() >= r);
+    softmax_rows_with(Isa::best(), s, nk, r, ld, m, l, alpha)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn softmax_rows_with(
+    isa: Isa,
+    s: &mut [f32],
+    nk: usize,
+    r: usize,
+    ld: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && isa.supported() {
+        let (sp, mp, lp, ap) = (
+            s.as_mut_ptr(),
+            m.as_mut_ptr(),
+            l.as_mut_ptr(),
+            alpha.as_mut_ptr(),
+        );
+        // SAFETY: features detected; `s` holds `(r − 1)·ld + nk` and the others at least
+        // `r` values.
+        unsafe {
+            if isa == Isa::Avx512Vnni {
+                x86::softmax_rows512(sp, nk, r, ld, mp, lp, ap)
+            } else {
+                x86::softmax_rows256(sp, nk, r, ld, mp, lp, ap)
+            }
+        }
+        return;
+    }
+    let _ = isa;
+    softmax_strided(s, nk, r, 1, ld, m, l, alpha)
+}
+
 fn softmax_scalar(
     s: &mut [f32],
     nk: usize,
@@ -306,10 +369,17 @@ mod x86 {
         }
     }
 
-    /// 8 lanes at a time, unmasked (tails go through scalar code).
+    /// 8 lanes at a time.
     pub(super) trait Load256: Copy {
         unsafe fn load(p: *const Self) -> __m256;
-        fn get(self) -> f32;
+        /// The first `n < 8` lanes from `p`, the rest 0 (AVX2 has no masked 16-bit load,
+        /// so through a copy; only the last column vector of a tile takes this path).
+        #[inline(always)]
+        unsafe fn load_first(p: *const Self, n: usize) -> __m256 {
+            let mut buf = [std::mem::zeroed::<Self>(); 8];
+            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+            Self::load(buf.as_ptr())
+        }
     }
 
     impl Load256 for f32 {
@@ -317,20 +387,12 @@ mod x86 {
         unsafe fn load(p: *const f32) -> __m256 {
             _mm256_loadu_ps(p)
         }
-        #[inline(always)]
-        fn get(self) -> f32 {
-            self
-        }
     }
 
     impl Load256 for f16 {
         #[inline(always)]
         unsafe fn load(p: *const f16) -> __m256 {
             _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-        }
-        #[inline(always)]
-        fn get(self) -> f32 {
-            self.to_f32()
         }
     }
 
@@ -469,7 +531,9 @@ mod x86 {
         }
     }
 
-    /// `R` rows × `W` 8-lane column vectors of `C`, every lane in bounds.
+    /// `R` rows × `W` 8-lane column vectors of `C`, of which the last has `nv` (1..=8)
+    /// lanes in bounds: a partial vector goes through the same operations as a full one,
+    /// so a result does not depend on where its column falls in the tile.
     ///
     /// Callers guarantee AVX2/FMA/F16C and the bounds of those rows and columns.
     #[inline(always)]
@@ -484,11 +548,21 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         cs: *const f32,
+        nv: usize,
     ) {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let last = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv as i32), lanes);
+        let mask = |w: usize| {
+            if w + 1 == W {
+                last
+            } else {
+                _mm256_set1_epi32(-1)
+            }
+        };
         let mut acc = [[_mm256_setzero_ps(); W]; R];
         for (r, row) in acc.iter_mut().enumerate() {
             for (w, v) in row.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(c.add(r * ldc + 8 * w));
+                *v = _mm256_maskload_ps(c.add(r * ldc + 8 * w), mask(w));
                 if !cs.is_null() {
                     *v = _mm256_mul_ps(*v, _mm256_set1_ps(*cs.add(r)));
                 }
@@ -501,7 +575,11 @@ mod x86 {
                 let bp = b.add(p * ldb);
                 let mut bv = [_mm256_setzero_ps(); W];
                 for (w, x) in bv.iter_mut().enumerate() {
-                    *x = T::load(bp.add(8 * w));
+                    *x = if w + 1 == W && nv < 8 {
+                        T::load_first(bp.add(8 * w), nv)
+                    } else {
+                        T::load(bp.add(8 * w))
+                    };
                 }
                 let ap = a.add(p * a_cs);
                 for (r, row) in blk.iter_mut().enumerate() {
@@ -520,13 +598,13 @@ mod x86 {
         }
         for (r, row) in acc.iter().enumerate() {
             for (w, v) in row.iter().enumerate() {
-                _mm256_storeu_ps(c.add(r * ldc + 8 * w), *v);
+                _mm256_maskstore_ps(c.add(r * ldc + 8 * w), mask(w), *v);
             }
         }
     }
 
     /// [`super::gemm_acc`] with AVX2: column blocks of 16 (2 rows at a time) or 8 (4 rows
-    /// at a time); the last `n % 8` columns in scalar code.
+    /// at a time), the last one partial.
     ///
     /// Callers guarantee AVX2, FMA and F16C, and the bounds [`super::gemm_acc`] checks.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -545,8 +623,9 @@ mod x86 {
         cs: *const f32,
     ) {
         let mut j0 = 0;
-        while j0 + 8 <= n {
-            let wide = n - j0 >= 16;
+        while j0 < n {
+            let wide = n - j0 > 8;
+            let nv = if wide { n - j0 - 8 } else { n - j0 }.min(8);
             let bj = b.add(j0);
             let mut i0 = 0;
             while i0 < m {
@@ -555,7 +634,7 @@ mod x86 {
                 let csi = if cs.is_null() { cs } else { cs.add(i0) };
                 macro_rules! go {
                     ($r:literal, $w:literal) => {
-                        micro256::<T, $r, $w>(k, ai, a_rs, a_cs, bj, ldb, ci, ldc, csi)
+                        micro256::<T, $r, $w>(k, ai, a_rs, a_cs, bj, ldb, ci, ldc, csi, nv)
                     };
                 }
                 // Each accumulator has a block partner: 8 of the 16 ymm registers.
@@ -579,17 +658,6 @@ mod x86 {
                 i0 += rows;
             }
             j0 += if wide { 16 } else { 8 };
-        }
-        for i in 0..m {
-            let s = if cs.is_null() { 1.0 } else { *cs.add(i) };
-            for j in j0..n {
-                let cij = c.add(i * ldc + j);
-                let mut x = *cij * s;
-                for p in 0..k {
-                    x += *a.add(i * a_rs + p * a_cs) * (*b.add(p * ldb + j)).get();
-                }
-                *cij = x;
-            }
         }
     }
 
@@ -685,6 +753,128 @@ mod x86 {
             _mm512_mask_storeu_ps(alpha.add(c0), mk, a);
             _mm512_mask_storeu_ps(m.add(c0), mk, mx);
             c0 += 16;
+        }
+    }
+
+    /// [`super::softmax_rows`] with AVX-512: 16 keys per vector. Each row's operations are
+    /// those [`softmax512`] applies to its lane, in the same order (the running sum is
+    /// added key by key), so the results are bit-identical to it.
+    ///
+    /// Callers guarantee AVX-512 F/BW/VL, `s` holds `(r − 1)·ld + nk` floats and `m`, `l`,
+    /// `alpha` `r`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn softmax_rows512(
+        s: *mut f32,
+        nk: usize,
+        r: usize,
+        ld: usize,
+        m: *mut f32,
+        l: *mut f32,
+        alpha: *mut f32,
+    ) {
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut e_lanes = [0f32; 16];
+        for c in 0..r {
+            let row = s.add(c * ld);
+            let m_old = *m.add(c);
+            let mut mxv = _mm512_set1_ps(m_old);
+            let mut j = 0;
+            while j < nk {
+                mxv = _mm512_max_ps(mxv, _mm512_mask_loadu_ps(ninf, mask16(nk - j), row.add(j)));
+                j += 16;
+            }
+            // Max is exact whatever the order (a ±0 difference cancels in the subtraction).
+            let mx = _mm512_reduce_max_ps(mxv);
+            let dead = mx == f32::NEG_INFINITY;
+            let sub = if dead { 0.0 } else { mx };
+            let a = if dead {
+                1.0
+            } else {
+                _mm512_cvtss_f32(exp512(_mm512_set1_ps(m_old - sub)))
+            };
+            let mut sum = 0f32;
+            let mut j = 0;
+            while j < nk {
+                let mk = mask16(nk - j);
+                let e = exp512(_mm512_sub_ps(
+                    _mm512_maskz_loadu_ps(mk, row.add(j)),
+                    _mm512_set1_ps(sub),
+                ));
+                _mm512_mask_storeu_ps(row.add(j), mk, e);
+                _mm512_storeu_ps(e_lanes.as_mut_ptr(), e);
+                for &x in &e_lanes[..(nk - j).min(16)] {
+                    sum += x;
+                }
+                j += 16;
+            }
+            *l.add(c) = (*l.add(c)).mul_add(a, sum);
+            *alpha.add(c) = a;
+            *m.add(c) = mx;
+        }
+    }
+
+    /// [`super::softmax_rows`] with AVX2: 8 keys per vector, bit-identical to
+    /// [`softmax256`] as [`softmax_rows512`] is to [`softmax512`].
+    ///
+    /// Callers guarantee AVX2/FMA, `s` holds `(r − 1)·ld + nk` floats and `m`, `l`, `alpha`
+    /// `r`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn softmax_rows256(
+        s: *mut f32,
+        nk: usize,
+        r: usize,
+        ld: usize,
+        m: *mut f32,
+        l: *mut f32,
+        alpha: *mut f32,
+    ) {
+        let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = |n: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), lanes);
+        let mut e_lanes = [0f32; 8];
+        for c in 0..r {
+            let row = s.add(c * ld);
+            let m_old = *m.add(c);
+            let mut mxv = _mm256_set1_ps(m_old);
+            let mut j = 0;
+            while j < nk {
+                let mk = mask(nk - j);
+                let x = _mm256_blendv_ps(
+                    ninf,
+                    _mm256_maskload_ps(row.add(j), mk),
+                    _mm256_castsi256_ps(mk),
+                );
+                mxv = _mm256_max_ps(mxv, x);
+                j += 8;
+            }
+            let mut lanes_mx = [0f32; 8];
+            _mm256_storeu_ps(lanes_mx.as_mut_ptr(), mxv);
+            let mx = lanes_mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let dead = mx == f32::NEG_INFINITY;
+            let sub = if dead { 0.0 } else { mx };
+            let a = if dead {
+                1.0
+            } else {
+                _mm256_cvtss_f32(exp256(_mm256_set1_ps(m_old - sub)))
+            };
+            let mut sum = 0f32;
+            let mut j = 0;
+            while j < nk {
+                let mk = mask(nk - j);
+                let e = exp256(_mm256_sub_ps(
+                    _mm256_maskload_ps(row.add(j), mk),
+                    _mm256_set1_ps(sub),
+                ));
+                _mm256_maskstore_ps(row.add(j), mk, e);
+                _mm256_storeu_ps(e_lanes.as_mut_ptr(), e);
+                for &x in &e_lanes[..(nk - j).min(8)] {
+                    sum += x;
+                }
+                j += 8;
+            }
+            *l.add(c) = (*l.add(c)).mul_add(a, sum);
+            *alpha.add(c) = a;
+            *m.add(c) = mx;
         }
     }
 
@@ -820,6 +1010,124 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Attention computes the same scores with queries as lanes (prompts) or keys as lanes
+    /// (generation) and relies on the two agreeing to the bit: on every instruction set,
+    /// `C = A·B` must equal `(Bᵀ·Aᵀ)ᵀ` element for element, whatever the shapes, so also
+    /// for a column in a partial last vector. Values are f16-exact so that `B` may be f16.
+    #[test]
+    fn gemm_acc_is_bit_identical_in_either_orientation_on_every_isa() {
+        let mut seed = 5;
+        for &(m, n, k) in &[
+            (1, 64, 64),
+            (3, 37, 64),
+            (1, 9, 80),
+            (2, 15, 17),
+            (64, 3, 64),
+            (9, 1, 256),
+            (5, 33, 40),
+        ] {
+            let f16s = |seed: &mut u64, len: usize| -> Vec<f16> {
+                rand_vec(seed, len)
+                    .iter()
+                    .map(|&x| f16::from_f32(4.0 * x))
+                    .collect()
+            };
+            // A: m × k and B: k × n, row-major. Bᵀ is B read as `A` with strides (1, n);
+            // Aᵀ must be contiguous to serve as `B`, so it is built.
+            let a16 = f16s(&mut seed, m * k);
+            let b16 = f16s(&mut seed, k * n);
+            let a: Vec<f32> = a16.iter().map(|x| x.to_f32()).collect();
+            let b: Vec<f32> = b16.iter().map(|x| x.to_f32()).collect();
+            let at16: Vec<f16> = (0..k * m).map(|i| a16[(i % m) * k + i / m]).collect();
+            for isa in isas() {
+                for f16b in [false, true] {
+                    let mut c = vec![0f32; m * n];
+                    let bb = if f16b {
+                        Elems::F16(&b16)
+                    } else {
+                        Elems::F32(&b)
+                    };
+                    gemm_with(isa, m, n, k, &a, k, 1, bb, n, &mut c, n, None);
+                    let at32: Vec<f32> = at16.iter().map(|x| x.to_f32()).collect();
+                    let aa = if f16b {
+                        Elems::F16(&at16)
+                    } else {
+                        Elems::F32(&at32)
+                    };
+                    let mut ct = vec![0f32; n * m];
+                    // Cᵀ[j][i] = Σ_p Bᵀ[j][p]·Aᵀ[p][i], Bᵀ read from B with strides (1, n).
+                    gemm_with(isa, n, m, k, &b, 1, n, aa, m, &mut ct, m, None);
+                    for i in 0..m {
+                        for j in 0..n {
+                            assert_eq!(
+                                c[i * n + j].to_bits(),
+                                ct[j * m + i].to_bits(),
+                                "{isa:?} m{m} n{n} k{k} f16{f16b} ({i},{j})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`softmax_rows`] and [`softmax_tile`] give the same bits for the same scores on
+    /// every instruction set, over two tiles (so alpha rescales), odd sizes, masked scores
+    /// and a row with nothing visible in its first tile.
+    #[test]
+    fn softmax_rows_is_bit_identical_to_softmax_tile_on_every_isa() {
+        let mut seed = 13;
+        for &(nk, r) in &[(1, 1), (64, 1), (64, 3), (17, 2), (33, 5), (7, 4)] {
+            let ld = nk + 3;
+            let tiles: Vec<Vec<f32>> = (0..2)
+                .map(|t| {
+                    let mut s = rand_vec(&mut seed, nk * r);
+                    for (i, x) in s.iter_mut().enumerate() {
+                        *x *= 8.0;
+                        if (i % r == 0 && t == 0) || i % 7 == 3 {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                    s
+                })
+                .collect();
+            for isa in isas() {
+                let (mut m1, mut l1, mut a1) =
+                    (vec![f32::NEG_INFINITY; r], vec![0.0; r], vec![0.0; r]);
+                let (mut m2, mut l2, mut a2) = (m1.clone(), l1.clone(), a1.clone());
+                for t in &tiles {
+                    // `t` is key-major (`t[j·r + c]`); its transpose is row-major.
+                    let mut s1 = t.clone();
+                    let mut s2 = vec![f32::NAN; r * ld];
+                    for j in 0..nk {
+                        for c in 0..r {
+                            s2[c * ld + j] = t[j * r + c];
+                        }
+                    }
+                    softmax_with(isa, &mut s1, nk, r, &mut m1, &mut l1, &mut a1);
+                    softmax_rows_with(isa, &mut s2, nk, r, ld, &mut m2, &mut l2, &mut a2);
+                    for j in 0..nk {
+                        for c in 0..r {
+                            assert_eq!(
+                                s1[j * r + c].to_bits(),
+                                s2[c * ld + j].to_bits(),
+                                "{isa:?} nk{nk} r{r} p[{j}][{c}]"
+                            );
+                        }
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a1), bits(&a2), "{isa:?} nk{nk} r{r} alpha");
+                    assert_eq!(bits(&l1), bits(&l2), "{isa:?} nk{nk} r{r} l");
+                    assert_eq!(bits(&m1), bits(&m2), "{isa:?} nk{nk} r{r} m");
+                    assert!(
+                        s2.iter().skip(nk).step_by(ld).all(|x| x.is_nan()),
+                        "wrote past nk"
+                    );
                 }
             }
         }
