@@ -8,4 +8,9 @@ python3 -m pip install --quiet --disable-pip-version-check -r scripts/requiremen
 scripts/fetch-models.sh all >/dev/null
 scripts/make-arch-fixtures.sh
 cargo test --workspace --all-targets "$@"
+# The forward pass's ops pick their SIMD level once per process: run them again on the
+# lower levels this CPU has (a level it lacks falls back to the next one down).
+for isa in avx2 scalar; do
+  FERRITE_ISA=$isa cargo test -q -p ferrite-engine --lib "$@" ops::
+done
 cargo test --workspace --doc "$@"

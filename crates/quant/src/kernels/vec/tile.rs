@@ -121,6 +121,11 @@ fn gemm_with(
     gemm_scalar(m, n, k, a, a_rs, a_cs, b, ldb, c, ldc, c_scale)
 }
 
+/// Steps of `k` summed into a fresh accumulator before joining the running one: a score is a
+/// sum of up to 256 products of sizeable numbers, and one long f32 chain lost ~5x the
+/// precision of a split sum (enough to move a gemma logit by 1 nat at a sensitive position).
+const KB: usize = 16;
+
 #[allow(clippy::too_many_arguments)]
 fn gemm_scalar(
     m: usize,
@@ -135,25 +140,26 @@ fn gemm_scalar(
     ldc: usize,
     c_scale: Option<&[f32]>,
 ) {
+    let b_at = |i: usize| match b {
+        Elems::F32(b) => b[i],
+        Elems::F16(b) => b[i].to_f32(),
+    };
+    let mut blk = vec![0f32; n];
     for i in 0..m {
         let row = &mut c[i * ldc..i * ldc + n];
         if let Some(s) = c_scale {
             row.iter_mut().for_each(|x| *x *= s[i]);
         }
-        for p in 0..k {
-            let av = a[i * a_rs + p * a_cs];
-            match b {
-                Elems::F32(b) => {
-                    for (o, &x) in row.iter_mut().zip(&b[p * ldb..p * ldb + n]) {
-                        *o += av * x;
-                    }
-                }
-                Elems::F16(b) => {
-                    for (o, &x) in row.iter_mut().zip(&b[p * ldb..p * ldb + n]) {
-                        *o += av * x.to_f32();
-                    }
+        // The SIMD versions' order of operations, so that all agree to the bit.
+        for p0 in (0..k).step_by(KB) {
+            blk.fill(0.0);
+            for p in p0..(p0 + KB).min(k) {
+                let av = a[i * a_rs + p * a_cs];
+                for (j, o) in blk.iter_mut().enumerate() {
+                    *o = av.mul_add(b_at(p * ldb + j), *o);
                 }
             }
+            row.iter_mut().zip(&blk).for_each(|(o, &x)| *o += x);
         }
     }
 }
@@ -344,11 +350,7 @@ mod x86 {
         0.5,
     ];
 
-    /// Steps of `k` summed into a fresh register before joining the accumulator: a score is
-    /// a sum of up to 256 products of sizeable numbers, and one long f32 chain lost ~5x the
-    /// precision of a split sum (enough to move a gemma logit by 1 nat at a sensitive
-    /// position).
-    const KB: usize = 16;
+    use super::KB;
 
     /// A row of `B`, 16 lanes at a time, as f32.
     pub(super) trait Load512: Copy {
@@ -946,6 +948,7 @@ mod tests {
     /// Every instruction set against an f64 reference, over odd shapes (every column tail,
     /// one to nine rows), row- and column-major `A`, f32 and f16 `B`, with and without a
     /// row scale of `C`. Tolerance: 1e-5 of the sum of |terms| (f32 rounding is ~1e-7).
+    /// The SIMD versions must also equal the scalar one to the bit.
     #[test]
     fn gemm_acc_matches_f64_reference_on_every_isa() {
         let mut seed = 7;
@@ -976,6 +979,7 @@ mod tests {
                         };
                         let c0 = rand_vec(&mut seed, m * ldc);
                         let cs = rand_vec(&mut seed, m);
+                        let mut scalar = Vec::new();
                         for isa in isas() {
                             let mut c = c0.clone();
                             let b = if f16b {
@@ -985,6 +989,16 @@ mod tests {
                             };
                             let sc = scaled.then_some(&cs[..]);
                             gemm_with(isa, m, n, k, &a, a_rs, a_cs, b, ldb, &mut c, ldc, sc);
+                            // Same operations in the same order: the same bits.
+                            if isa == Isa::Scalar {
+                                scalar = c.iter().map(|x| x.to_bits()).collect();
+                            } else {
+                                let bits: Vec<u32> = c.iter().map(|x| x.to_bits()).collect();
+                                assert!(
+                                    bits == scalar,
+                                    "{isa:?} m{m} n{n} k{k} differs from scalar"
+                                );
+                            }
                             for i in 0..m {
                                 for j in 0..ldc {
                                     let got = c[i * ldc + j];
