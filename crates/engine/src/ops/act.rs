@@ -8,11 +8,9 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-/// `gate[i] = silu(gate[i]) * up[i]`.
+/// `gate[i] = silu(gate[i]) * up[i]`, vectorised where the CPU allows.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = silu(*g) * u;
-    }
+    ferrite_quant::kernels::vec::swiglu(gate, up);
 }
 
 /// tanh-approximated GELU evaluated the way llama.cpp's CPU backend does: the input rounded to

@@ -41,6 +41,29 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
     axpy_scalar(y, alpha, x)
 }
 
+/// SwiGLU, `gate[i] ← silu(gate[i]) · up[i]` with `silu(x) = x / (1 + e^−x)`, over the
+/// common length. The SIMD versions use the tiles' polynomial `exp` (within about 1 ulp);
+/// libm's scalar `exp` per element was ~6% of a SmolLM2 prompt.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let (gate, up) = (&mut gate[..n], &up[..n]);
+    #[cfg(target_arch = "x86_64")]
+    match Isa::best() {
+        // SAFETY: `best` only returns a level whose CPU features were detected.
+        Isa::Avx512Vnni => return unsafe { x86::swiglu512(gate, up) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { x86::swiglu256(gate, up) },
+        Isa::Scalar => {}
+    }
+    swiglu_scalar(gate, up)
+}
+
+fn swiglu_scalar(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
 fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -67,6 +90,52 @@ fn axpy_scalar(y: &mut [f32], alpha: f32, x: &[f32]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    use super::tile::x86::{exp256, exp512};
+
+    /// Callers guarantee `gate.len() == up.len()` and AVX-512F/BW/VL.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn swiglu512(gate: &mut [f32], up: &[f32]) {
+        let n = gate.len();
+        let (pg, pu) = (gate.as_mut_ptr(), up.as_ptr());
+        let one = _mm512_set1_ps(1.0);
+        let mut i = 0;
+        while i < n {
+            let m: __mmask16 = if n - i >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (n - i)) - 1) as u16
+            };
+            let x = _mm512_maskz_loadu_ps(m, pg.add(i));
+            let e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+            let y = _mm512_mul_ps(
+                _mm512_div_ps(x, _mm512_add_ps(one, e)),
+                _mm512_maskz_loadu_ps(m, pu.add(i)),
+            );
+            _mm512_mask_storeu_ps(pg.add(i), m, y);
+            i += 16;
+        }
+    }
+
+    /// Callers guarantee `gate.len() == up.len()` and AVX2 + FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn swiglu256(gate: &mut [f32], up: &[f32]) {
+        let n = gate.len();
+        let (pg, pu) = (gate.as_mut_ptr(), up.as_ptr());
+        let one = _mm256_set1_ps(1.0);
+        let mut i = 0;
+        while i + 8 <= n {
+            let x = _mm256_loadu_ps(pg.add(i));
+            let e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            let y = _mm256_mul_ps(
+                _mm256_div_ps(x, _mm256_add_ps(one, e)),
+                _mm256_loadu_ps(pu.add(i)),
+            );
+            _mm256_storeu_ps(pg.add(i), y);
+            i += 8;
+        }
+        super::swiglu_scalar(&mut gate[i..], &up[i..]);
+    }
 
     /// Callers guarantee `a.len() == b.len()` and AVX-512F.
     #[target_feature(enable = "avx512f")]
@@ -176,6 +245,40 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every length's tail, inputs from −100 to 100 (e^−x saturating both ways): each
+    /// level within 4 ulps-ish (2e-6 relative) of libm's scalar SwiGLU.
+    #[test]
+    fn simd_swiglu_matches_scalar_for_every_length() {
+        for n in 0..70 {
+            let gate: Vec<f32> = (0..n).map(|i| (i as f32 - 35.0) * 2.9).collect();
+            let up: Vec<f32> = (0..n).map(|i| ((i * 53 % 19) as f32 - 9.0) / 5.0).collect();
+            let mut want = gate.clone();
+            swiglu_scalar(&mut want, &up);
+            #[cfg(target_arch = "x86_64")]
+            for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+                if !isa.supported() {
+                    continue;
+                }
+                let mut got = gate.clone();
+                // SAFETY: the features were just detected.
+                unsafe {
+                    if isa == Isa::Avx2 {
+                        x86::swiglu256(&mut got, &up)
+                    } else {
+                        x86::swiglu512(&mut got, &up)
+                    }
+                }
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 2e-6 * w.abs() + 1e-30,
+                        "{isa:?} n={n} [{i}] {g} vs {w} (x {})",
+                        gate[i]
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn simd_dot_and_axpy_match_scalar_for_every_length() {

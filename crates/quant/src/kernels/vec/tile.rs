@@ -331,7 +331,7 @@ fn softmax_strided(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use half::f16;
@@ -665,7 +665,7 @@ mod x86 {
 
     /// e^x on 16 lanes; 0 below about −103.9 (and for −∞).
     #[inline(always)]
-    pub(super) unsafe fn exp512(x: __m512) -> __m512 {
+    pub(in crate::kernels::vec) unsafe fn exp512(x: __m512) -> __m512 {
         let x = _mm512_min_ps(
             _mm512_max_ps(x, _mm512_set1_ps(-104.0)),
             _mm512_set1_ps(88.7),
@@ -690,7 +690,7 @@ mod x86 {
 
     /// e^x on 8 lanes; 0 below about −87.3 (and for −∞).
     #[inline(always)]
-    pub(super) unsafe fn exp256(x: __m256) -> __m256 {
+    pub(in crate::kernels::vec) unsafe fn exp256(x: __m256) -> __m256 {
         let lo = _mm256_set1_ps(-87.3);
         let zero = _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo);
         let x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.3));
@@ -775,7 +775,6 @@ mod x86 {
         alpha: *mut f32,
     ) {
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
-        let mut e_lanes = [0f32; 16];
         for c in 0..r {
             let row = s.add(c * ld);
             let m_old = *m.add(c);
@@ -794,7 +793,6 @@ mod x86 {
             } else {
                 _mm512_cvtss_f32(exp512(_mm512_set1_ps(m_old - sub)))
             };
-            let mut sum = 0f32;
             let mut j = 0;
             while j < nk {
                 let mk = mask16(nk - j);
@@ -803,15 +801,42 @@ mod x86 {
                     _mm512_set1_ps(sub),
                 ));
                 _mm512_mask_storeu_ps(row.add(j), mk, e);
-                _mm512_storeu_ps(e_lanes.as_mut_ptr(), e);
-                for &x in &e_lanes[..(nk - j).min(16)] {
-                    sum += x;
-                }
                 j += 16;
             }
-            *l.add(c) = (*l.add(c)).mul_add(a, sum);
             *alpha.add(c) = a;
             *m.add(c) = mx;
+        }
+        add_rows_in_order(s, nk, r, ld, l, alpha);
+    }
+
+    /// `l[c] ← l[c]·alpha[c] + Σ_j s[c·ld + j]` with the sum taken key by key from 0, the
+    /// order the rows-as-lanes softmax adds in; eight rows at a time, so that their
+    /// dependency chains overlap.
+    ///
+    /// Callers guarantee FMA (this inlines into their feature set) and the bounds.
+    #[inline(always)]
+    unsafe fn add_rows_in_order(
+        s: *const f32,
+        nk: usize,
+        r: usize,
+        ld: usize,
+        l: *mut f32,
+        alpha: *const f32,
+    ) {
+        let mut c0 = 0;
+        while c0 < r {
+            let rows = (r - c0).min(8);
+            let mut sum = [0f32; 8];
+            for j in 0..nk {
+                for (i, x) in sum.iter_mut().enumerate().take(rows) {
+                    *x += *s.add((c0 + i) * ld + j);
+                }
+            }
+            for (i, &x) in sum.iter().enumerate().take(rows) {
+                let c = c0 + i;
+                *l.add(c) = (*l.add(c)).mul_add(*alpha.add(c), x);
+            }
+            c0 += 8;
         }
     }
 
@@ -833,7 +858,6 @@ mod x86 {
         let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let mask = |n: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), lanes);
-        let mut e_lanes = [0f32; 8];
         for c in 0..r {
             let row = s.add(c * ld);
             let m_old = *m.add(c);
@@ -859,7 +883,6 @@ mod x86 {
             } else {
                 _mm256_cvtss_f32(exp256(_mm256_set1_ps(m_old - sub)))
             };
-            let mut sum = 0f32;
             let mut j = 0;
             while j < nk {
                 let mk = mask(nk - j);
@@ -868,16 +891,12 @@ mod x86 {
                     _mm256_set1_ps(sub),
                 ));
                 _mm256_maskstore_ps(row.add(j), mk, e);
-                _mm256_storeu_ps(e_lanes.as_mut_ptr(), e);
-                for &x in &e_lanes[..(nk - j).min(8)] {
-                    sum += x;
-                }
                 j += 8;
             }
-            *l.add(c) = (*l.add(c)).mul_add(a, sum);
             *alpha.add(c) = a;
             *m.add(c) = mx;
         }
+        add_rows_in_order(s, nk, r, ld, l, alpha);
     }
 
     /// [`super::softmax_tile`] with AVX2, 8 query rows per vector (masked loads and stores
