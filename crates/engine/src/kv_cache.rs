@@ -4,10 +4,12 @@
 //! creation; a request that would overflow it is an [`Error::ContextFull`], never a silent
 //! wrap-around.
 //!
-//! Values are stored position after position (`[pos][dim]`), keys the other way round
-//! (`[dim][pos]`, see [`KeysView`]): attention for a generated token then reads a run of
-//! consecutive keys per element as one vector, scoring 16 keys per instruction, instead of
-//! leaving all but one lane of each vector idle.
+//! Values are stored position after position (`[pos][dim]`), keys the other way round within
+//! blocks of [`KEY_BLOCK`] positions (`[block][dim][64]`, see [`KeysView`]): attention for a
+//! generated token then reads a run of consecutive keys per element as one vector, scoring
+//! 16 keys per instruction, instead of leaving all but one lane of each vector idle. Blocks
+//! keep the memory a context touches proportional to its length (a whole `[dim][n_ctx]`
+//! plane would touch a page per element row from the first token on).
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -61,33 +63,26 @@ impl Store {
         }
     }
 
-    /// Writes the `[n, dim]` rows of `src` as columns `pos0..pos0 + n` of a `[dim][n_ctx]`
-    /// store. f16 goes through `tmp` (converted as a whole first, which is vectorised, then
-    /// scattered).
-    fn write_columns(
-        &mut self,
-        pos0: usize,
-        n_ctx: usize,
-        dim: usize,
-        src: &[f32],
-        tmp: &mut Vec<f16>,
-    ) {
-        let n = src.len() / dim;
-        fn scatter<T: Copy>(dst: &mut [T], src: &[T], pos0: usize, n_ctx: usize, dim: usize) {
-            let n = src.len() / dim;
-            for (d, col) in dst.chunks_exact_mut(n_ctx).take(dim).enumerate() {
-                for (t, x) in col[pos0..pos0 + n].iter_mut().enumerate() {
-                    *x = src[t * dim + d];
+    /// Writes the `[n, dim]` rows of `src` as the keys of positions `pos0..pos0 + n` in the
+    /// blocked layout of [`KeysView`]. f16 goes through `tmp` (converted as a whole first,
+    /// which is vectorised, then scattered).
+    fn write_keys(&mut self, pos0: usize, dim: usize, src: &[f32], tmp: &mut Vec<f16>) {
+        fn scatter<T: Copy>(dst: &mut [T], src: &[T], pos0: usize, dim: usize) {
+            for (t, row) in src.chunks_exact(dim).enumerate() {
+                let pos = pos0 + t;
+                let base = pos / KEY_BLOCK * dim * KEY_BLOCK + pos % KEY_BLOCK;
+                for (d, &x) in row.iter().enumerate() {
+                    dst[base + d * KEY_BLOCK] = x;
                 }
             }
         }
         match self {
             Store::F16(v) => {
-                tmp.resize(n * dim, f16::ZERO);
+                tmp.resize(src.len(), f16::ZERO);
                 tmp.convert_from_f32_slice(src);
-                scatter(v, tmp, pos0, n_ctx, dim);
+                scatter(v, tmp, pos0, dim);
             }
-            Store::F32(v) => scatter(v, src, pos0, n_ctx, dim),
+            Store::F32(v) => scatter(v, src, pos0, dim),
         }
     }
 
@@ -101,12 +96,28 @@ impl Store {
     }
 }
 
-/// The keys of one layer as stored: element `d` (of all KV heads' `dim_k`) of the key at
-/// position `j` is `elems[d·stride + j]`.
+/// Positions per block of the key layout ([`KeysView`]); attention's key tiles are blocks.
+pub const KEY_BLOCK: usize = 64;
+
+/// The keys of one layer as stored, in blocks of [`KEY_BLOCK`] positions, each dim-major:
+/// element `d` (of all KV heads' `dim`) of the key at position `j` is
+/// `elems[(j / KEY_BLOCK)·dim·KEY_BLOCK + d·KEY_BLOCK + j % KEY_BLOCK]` ([`Self::index`]).
 #[derive(Clone, Copy, Debug)]
 pub struct KeysView<'a> {
     pub elems: KvView<'a>,
-    pub stride: usize,
+    pub dim: usize,
+}
+
+impl KeysView<'_> {
+    /// Where element `d` of the key at position `j` is.
+    pub fn index(&self, j: usize, d: usize) -> usize {
+        j / KEY_BLOCK * self.dim * KEY_BLOCK + d * KEY_BLOCK + j % KEY_BLOCK
+    }
+
+    /// Elements the blocks holding positions `0..n` take.
+    pub fn len_for(dim: usize, n: usize) -> usize {
+        n.div_ceil(KEY_BLOCK) * dim * KEY_BLOCK
+    }
 }
 
 /// Keys and values of every layer for up to `n_ctx` positions.
@@ -116,7 +127,7 @@ pub struct KvCache {
     n_ctx: usize,
     dim_k: usize,
     dim_v: usize,
-    /// Per layer `[dim_k][n_ctx]` ([`KeysView`]).
+    /// Per layer `[n_ctx / KEY_BLOCK][dim_k][KEY_BLOCK]` ([`KeysView`]).
     k: Vec<Store>,
     /// Per layer `[n_ctx][dim_v]`.
     v: Vec<Store>,
@@ -134,7 +145,7 @@ impl KvCache {
             dim_k,
             dim_v,
             k: (0..n_layer)
-                .map(|_| Store::new(ty, n_ctx * dim_k))
+                .map(|_| Store::new(ty, KeysView::len_for(dim_k, n_ctx)))
                 .collect(),
             v: (0..n_layer)
                 .map(|_| Store::new(ty, n_ctx * dim_v))
@@ -168,7 +179,7 @@ impl KvCache {
             KvType::F16 => 2,
             KvType::F32 => 4,
         };
-        self.k.len() * self.n_ctx * (self.dim_k + self.dim_v) * el
+        self.k.len() * (KeysView::len_for(self.dim_k, self.n_ctx) + self.n_ctx * self.dim_v) * el
     }
 
     /// Forgets every position.
@@ -199,16 +210,16 @@ impl KvCache {
     /// the dimensions.
     pub fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
         assert!(k.len().is_multiple_of(self.dim_k) && pos0 + k.len() / self.dim_k <= self.n_ctx);
-        self.k[layer].write_columns(pos0, self.n_ctx, self.dim_k, k, &mut self.tmp);
+        self.k[layer].write_keys(pos0, self.dim_k, k, &mut self.tmp);
         self.v[layer].write(pos0 * self.dim_v, v);
     }
 
-    /// Keys and values of positions `0..n` of `layer`, as stored: keys `[dim_k][n_ctx]`
-    /// (see [`KeysView`]), values `[n, dim_v]`.
+    /// Keys and values of positions `0..n` of `layer`, as stored: keys in blocks (see
+    /// [`KeysView`]; the last block may hold positions past `n`), values `[n, dim_v]`.
     pub fn view(&self, layer: usize, n: usize) -> (KeysView<'_>, KvView<'_>) {
         let keys = KeysView {
-            elems: self.k[layer].view(self.dim_k.saturating_sub(1) * self.n_ctx + n),
-            stride: self.n_ctx,
+            elems: self.k[layer].view(KeysView::len_for(self.dim_k, n)),
+            dim: self.dim_k,
         };
         (keys, self.v[layer].view(n * self.dim_v))
     }
@@ -234,36 +245,38 @@ mod tests {
         assert!(c.is_empty());
     }
 
-    /// Keys land dim-major at their positions whatever the batch (one write of three rows
-    /// or three of one), values row-major; both types alike.
+    /// Keys land in their blocks at their positions whatever the batch (one write of 70
+    /// rows across a block boundary, or one write per row), values row-major; both types.
     #[test]
     fn writes_in_any_batch_land_in_the_stored_layout() {
         for ty in [KvType::F16, KvType::F32] {
-            let (dim_k, dim_v, n_ctx) = (3, 2, 5);
-            let k: Vec<f32> = (0..9).map(|i| i as f32).collect();
-            let v: Vec<f32> = (0..6).map(|i| 10.0 + i as f32).collect();
+            let (dim_k, dim_v, n_ctx, n) = (3, 2, 130, 70);
+            let k: Vec<f32> = (0..n * dim_k).map(|i| i as f32).collect();
+            let v: Vec<f32> = (0..n * dim_v).map(|i| 1000.0 + i as f32).collect();
             let mut whole = KvCache::new(ty, 1, n_ctx, dim_k, dim_v);
             whole.write(0, 1, &k, &v);
             let mut pieces = KvCache::new(ty, 1, n_ctx, dim_k, dim_v);
-            for t in 0..3 {
-                pieces.write(0, 1 + t, &k[t * 3..][..3], &v[t * 2..][..2]);
+            for t in 0..n {
+                pieces.write(0, 1 + t, &k[t * dim_k..][..dim_k], &v[t * dim_v..][..dim_v]);
             }
             for c in [&whole, &pieces] {
-                let (keys, vals) = c.view(0, 4);
+                let (keys, vals) = c.view(0, 1 + n);
                 let f32s = |e: KvView<'_>| match e {
                     KvView::F32(s) => s.to_vec(),
                     KvView::F16(s) => s.iter().map(|x| x.to_f32()).collect::<Vec<_>>(),
                 };
                 let (kt, vs) = (f32s(keys.elems), f32s(vals));
-                assert_eq!(keys.stride, n_ctx);
-                // Key at position 1 + t, element d, was k[t·3 + d].
-                for t in 0..3 {
+                assert_eq!(keys.dim, dim_k);
+                assert_eq!(kt.len(), 2 * dim_k * KEY_BLOCK);
+                // Key at position 1 + t, element d, was k[t·dim_k + d].
+                for t in 0..n {
                     for d in 0..dim_k {
-                        assert_eq!(kt[d * n_ctx + 1 + t], k[t * 3 + d], "{ty:?} t{t} d{d}");
+                        let at = (1 + t) / 64 * dim_k * 64 + d * 64 + (1 + t) % 64;
+                        assert_eq!(keys.index(1 + t, d), at);
+                        assert_eq!(kt[at], k[t * dim_k + d], "{ty:?} t{t} d{d}");
                     }
                 }
-                assert_eq!(kt.len(), 2 * n_ctx + 4);
-                assert_eq!(&vs[2..], &v[..], "{ty:?}");
+                assert_eq!(&vs[dim_v..], &v[..], "{ty:?}");
             }
         }
     }
@@ -279,11 +292,10 @@ mod tests {
             };
             let (k, v) = c.view(1, 2);
             assert!(matches!(k.elems, KvView::F16(_)) == (ty == KvType::F16));
-            assert_eq!(k.stride, 3);
+            let (i0, i1) = (k.index(1, 0), k.index(1, 1));
             let (k, v) = (f32s(k.elems), f32s(v));
-            // Keys dim-major: [d0: p0 p1 (p2)] [d1: p0 p1].
-            assert_eq!((k.len(), v.len()), (5, 4));
-            assert!((k[1] - 0.1).abs() < 1e-4 && k[4] == 2.0 && v[2] == 3.0 && v[3] == -4.5);
+            assert_eq!((k.len(), v.len()), (2 * KEY_BLOCK, 4));
+            assert!((k[i0] - 0.1).abs() < 1e-4 && k[i1] == 2.0 && v[2] == 3.0 && v[3] == -4.5);
         }
     }
 }

@@ -20,7 +20,7 @@ use half::slice::HalfFloatSliceExt;
 use ferrite_quant::kernels::vec::{gemm_acc, softmax_rows, softmax_tile, Elems};
 use ferrite_quant::matmul::ThreadPool;
 
-use crate::kv_cache::{KeysView, KvView};
+use crate::kv_cache::{KeysView, KvView, KEY_BLOCK};
 
 /// Shapes and options of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -41,8 +41,9 @@ pub struct AttnParams {
 /// more than the work (a single generated token at short context).
 const SERIAL_WORK: usize = 1 << 16;
 
-/// Keys per tile: a converted f16 K tile (64 × head_dim f32) stays in L1/L2.
-const BK: usize = 64;
+/// Keys per tile: a block of the key cache ([`KEY_BLOCK`]); a converted f16 K tile
+/// (64 × head_dim f32) stays in L1/L2.
+const BK: usize = KEY_BLOCK;
 
 /// Most query rows (tokens × heads of a group) in one unit: enough to amortise each K tile's
 /// conversion, few enough that the unit's Qᵀ, scores and output stay in L2.
@@ -109,9 +110,10 @@ impl Plan<'_> {
         let kstart = p.window.map_or(0, |w| (qp_min + 1).saturating_sub(w)) / BK * BK;
         let kend = qp_max + 1;
         let keys_as_lanes = rows < ROWS_AS_LANES;
-        // Element d of the key at position j of this group: kbase + d·kstride + j.
-        let kstride = self.k.stride;
-        let kbase = g * hd_k * kstride;
+        // Element d of the key at position k0 + j (j < BK) of this group:
+        // kbase(k0) + d·BK + j, a tile being one block of the cache.
+        let kstride = BK;
+        let kbase = |k0: usize| self.k.index(k0, g * hd_k);
         let vstride = p.n_head_kv * hd_v;
         TILES.with(|cell| {
             let mut guard = cell.borrow_mut();
@@ -148,17 +150,17 @@ impl Plan<'_> {
                 let (js, rs) = if keys_as_lanes { (1, nk) } else { (rows, 1) };
                 if keys_as_lanes {
                     // Sᵀ = Q·Kᵀ: a B row is one element of nk consecutive keys.
-                    let kt = self.k.elems.slice_from(kbase + k0);
+                    let kt = self.k.elems.slice_from(kbase(k0));
                     gemm_acc(rows, nk, hd_k, &t.qt, hd_k, 1, kt, kstride, st, nk, None);
                 } else {
                     // S = K·Qᵀ: all the unit's queries per K element loaded.
                     let (ka, ka_cs) = match self.k.elems {
-                        KvView::F32(kc) => (&kc[kbase + k0..], kstride),
+                        KvView::F32(kc) => (&kc[kbase(k0)..], kstride),
                         KvView::F16(kc) => {
                             t.kt.resize(hd_k * BK, 0.0);
                             for (d, row) in t.kt.chunks_exact_mut(BK).enumerate() {
                                 // Uses F16C when the CPU has it.
-                                kc[kbase + d * kstride + k0..][..nk]
+                                kc[kbase(k0) + d * kstride..][..nk]
                                     .convert_to_f32_slice(&mut row[..nk]);
                             }
                             (&t.kt[..], BK)
@@ -219,8 +221,8 @@ impl Plan<'_> {
     }
 }
 
-/// `q`: `[n_tok, n_head·hd_k]` for positions `pos0..pos0+n_tok`; `k`: `[n_head_kv·hd_k]`
-/// rows of `k.stride` positions ([`KeysView`]) and `v`: `[n_kv, n_head_kv·hd_v]`, holding
+/// `q`: `[n_tok, n_head·hd_k]` for positions `pos0..pos0+n_tok`; `k`: blocks of
+/// `n_head_kv·hd_k`-element keys ([`KeysView`]) and `v`: `[n_kv, n_head_kv·hd_v]`, holding
 /// positions `0..n_kv` (`n_kv = pos0 + n_tok`), f16 or f32; `out`: `[n_tok, n_head·hd_v]`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
@@ -241,7 +243,7 @@ pub fn attention(
     assert!(p.n_head_kv > 0 && p.n_head.is_multiple_of(p.n_head_kv));
     assert!(q.len() >= n_tok * p.n_head * p.head_dim_k && out.len() >= n_tok * p.n_head * hd_v);
     let dim_k = p.n_head_kv * p.head_dim_k;
-    assert!(k.stride >= n_kv && k.elems.len() >= (dim_k - 1) * k.stride + n_kv);
+    assert!(k.dim == dim_k && k.elems.len() >= KeysView::len_for(dim_k, n_kv));
     assert!(v.len() >= n_kv * p.n_head_kv * hd_v);
     let out = &mut out[..n_tok * p.n_head * hd_v];
     let group = p.n_head / p.n_head_kv;
@@ -330,22 +332,24 @@ mod tests {
 
     use super::*;
 
-    /// Keys given as `[n_kv][dim]` rows, laid out as the cache stores them: `[dim][stride]`
-    /// with a stride past `n_kv` (as a cache with room left has).
-    fn dim_major<T: Copy + Default>(rows: &[T], dim: usize) -> (Vec<T>, usize) {
+    /// Keys given as `[n_kv][dim]` rows, laid out as the cache stores them ([`KeysView`]).
+    fn blocked<T: Copy + Default>(rows: &[T], dim: usize) -> (Vec<T>, usize) {
         let n_kv = rows.len() / dim;
-        let stride = n_kv + 5;
-        let mut t = vec![T::default(); dim * stride];
+        let mut t = vec![T::default(); KeysView::len_for(dim, n_kv)];
+        let view = KeysView {
+            elems: KvView::F32(&[]),
+            dim,
+        };
         for (j, row) in rows.chunks_exact(dim).enumerate() {
             for (d, &x) in row.iter().enumerate() {
-                t[d * stride + j] = x;
+                t[view.index(j, d)] = x;
             }
         }
-        (t, stride)
+        (t, dim)
     }
 
-    fn keys<'a>(elems: KvView<'a>, stride: usize) -> KeysView<'a> {
-        KeysView { elems, stride }
+    fn keys(elems: KvView<'_>, dim: usize) -> KeysView<'_> {
+        KeysView { elems, dim }
     }
 
     struct Rng(u64);
@@ -445,8 +449,8 @@ mod tests {
         let v: Vec<f32> = v16.iter().map(|x| x.to_f32()).collect();
         let want = naive(&q, &k, &v, pos0, n_tok, &p);
         let mut out = vec![0.0; want.len()];
-        let (kt, stride) = dim_major(&k16, 256);
-        let (kv, vv) = (keys(KvView::F16(&kt), stride), KvView::F16(&v16));
+        let (kt, kdim) = blocked(&k16, 256);
+        let (kv, vv) = (keys(KvView::F16(&kt), kdim), KvView::F16(&v16));
         attention(&ThreadPool::new(2), &q, kv, vv, pos0, n_tok, &p, &mut out);
         let worst = out
             .iter()
@@ -485,8 +489,8 @@ mod tests {
                 .iter()
                 .map(|&x| f16::from_f32(x))
                 .collect();
-            let (kt, stride) = dim_major(&k, 3 * 64);
-            let (kv, vv) = (keys(KvView::F16(&kt), stride), KvView::F16(&v));
+            let (kt, kdim) = blocked(&k, 3 * 64);
+            let (kv, vv) = (keys(KvView::F16(&kt), kdim), KvView::F16(&v));
             let row = 9 * 64;
             for pool in [ThreadPool::new(1), ThreadPool::new(2)] {
                 let mut whole = vec![0.0; n * row];
@@ -558,13 +562,13 @@ mod tests {
                             v = v16.iter().map(|x| x.to_f32()).collect();
                         }
                         let want = naive(&q, &k, &v, pos0, n_tok, &p);
-                        let (kt16, stride) = dim_major(&k16, n_head_kv * hd_k);
-                        let (kt32, _) = dim_major(&k, n_head_kv * hd_k);
+                        let (kt16, kdim) = blocked(&k16, n_head_kv * hd_k);
+                        let (kt32, _) = blocked(&k, n_head_kv * hd_k);
                         for pool in &pools {
                             let (kv, vv) = if f16kv {
-                                (keys(KvView::F16(&kt16), stride), KvView::F16(&v16))
+                                (keys(KvView::F16(&kt16), kdim), KvView::F16(&v16))
                             } else {
-                                (keys(KvView::F32(&kt32), stride), KvView::F32(&v))
+                                (keys(KvView::F32(&kt32), kdim), KvView::F32(&v))
                             };
                             let mut out = vec![f32::NAN; want.len()];
                             attention(pool, &q, kv, vv, pos0, n_tok, &p, &mut out);
@@ -601,11 +605,11 @@ mod tests {
         let v = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let q = vec![0.5; 3 * 2 * 2];
         let mut out = vec![0.0; 3 * 2 * 2];
-        let (kt, stride) = dim_major(&k, 2);
+        let (kt, kdim) = blocked(&k, 2);
         attention(
             &ThreadPool::new(1),
             &q,
-            keys(KvView::F32(&kt), stride),
+            keys(KvView::F32(&kt), kdim),
             KvView::F32(&v),
             0,
             3,
@@ -633,11 +637,11 @@ mod tests {
         let v = vec![3.0, 6.0, 9.0];
         let q = vec![1.0; 3];
         let mut out = vec![0.0; 3];
-        let (kt, stride) = dim_major(&k, 1);
+        let (kt, kdim) = blocked(&k, 1);
         attention(
             &ThreadPool::new(2),
             &q,
-            keys(KvView::F32(&kt), stride),
+            keys(KvView::F32(&kt), kdim),
             KvView::F32(&v),
             0,
             3,
