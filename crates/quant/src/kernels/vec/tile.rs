@@ -144,22 +144,28 @@ fn gemm_scalar(
         Elems::F32(b) => b[i],
         Elems::F16(b) => b[i].to_f32(),
     };
-    let mut blk = vec![0f32; n];
+    // Columns in stack-sized pieces: this is the hot loop where there is no SIMD version.
+    const COLS: usize = 64;
+    let mut blk = [0f32; COLS];
     for i in 0..m {
         let row = &mut c[i * ldc..i * ldc + n];
         if let Some(s) = c_scale {
             row.iter_mut().for_each(|x| *x *= s[i]);
         }
-        // The SIMD versions' order of operations, so that all agree to the bit.
-        for p0 in (0..k).step_by(KB) {
-            blk.fill(0.0);
-            for p in p0..(p0 + KB).min(k) {
-                let av = a[i * a_rs + p * a_cs];
-                for (j, o) in blk.iter_mut().enumerate() {
-                    *o = av.mul_add(b_at(p * ldb + j), *o);
+        for (piece, out) in row.chunks_mut(COLS).enumerate() {
+            let j0 = piece * COLS;
+            let blk = &mut blk[..out.len()];
+            // The SIMD versions' order of operations, so that all agree to the bit.
+            for p0 in (0..k).step_by(KB) {
+                blk.fill(0.0);
+                for p in p0..(p0 + KB).min(k) {
+                    let av = a[i * a_rs + p * a_cs];
+                    for (j, o) in blk.iter_mut().enumerate() {
+                        *o = av.mul_add(b_at(p * ldb + j0 + j), *o);
+                    }
                 }
+                out.iter_mut().zip(&*blk).for_each(|(o, &x)| *o += x);
             }
-            row.iter_mut().zip(&blk).for_each(|(o, &x)| *o += x);
         }
     }
 }
@@ -185,38 +191,8 @@ pub fn softmax_tile(
 ) {
     assert!(s.len() >= nk * r, "softmax_tile: scores too short");
     assert!(m.len() >= r && l.len() >= r && alpha.len() >= r);
-    softmax_with(Isa::best(), &mut s[..nk * r], nk, r, m, l, alpha)
-}
-
-fn softmax_with(
-    isa: Isa,
-    s: &mut [f32],
-    nk: usize,
-    r: usize,
-    m: &mut [f32],
-    l: &mut [f32],
-    alpha: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Scalar && isa.supported() {
-        let (sp, mp, lp, ap) = (
-            s.as_mut_ptr(),
-            m.as_mut_ptr(),
-            l.as_mut_ptr(),
-            alpha.as_mut_ptr(),
-        );
-        // SAFETY: features detected; `s` holds `nk·r` and the others at least `r` values.
-        unsafe {
-            if isa == Isa::Avx512Vnni {
-                x86::softmax512(sp, nk, r, mp, lp, ap)
-            } else {
-                x86::softmax256(sp, nk, r, mp, lp, ap)
-            }
-        }
-        return;
-    }
-    let _ = isa;
-    softmax_scalar(s, nk, r, m, l, alpha)
+    let s = &mut s[..nk * r];
+    softmax_with(Isa::best(), s, nk, r, Scores::KeyMajor, m, l, alpha)
 }
 
 /// [`softmax_tile`] for scores laid out the other way, one query row after another:
@@ -245,16 +221,25 @@ pub fn softmax_rows(
         "softmax_rows: scores too short"
     );
     assert!(m.len() >= r && l.len() >= r && alpha.len() >= r);
-    softmax_rows_with(Isa::best(), s, nk, r, ld, m, l, alpha)
+    softmax_with(Isa::best(), s, nk, r, Scores::RowMajor { ld }, m, l, alpha)
 }
 
+/// How a tile of scores is laid out: key-major (`s[j·r + c]`, [`softmax_tile`]) or
+/// row-major with `ld` scores per row (`s[c·ld + j]`, [`softmax_rows`]).
+#[derive(Clone, Copy)]
+enum Scores {
+    KeyMajor,
+    RowMajor { ld: usize },
+}
+
+/// Both layouts' online-softmax step on a given instruction set (checked by the caller).
 #[allow(clippy::too_many_arguments)]
-fn softmax_rows_with(
+fn softmax_with(
     isa: Isa,
     s: &mut [f32],
     nk: usize,
     r: usize,
-    ld: usize,
+    layout: Scores,
     m: &mut [f32],
     l: &mut [f32],
     alpha: &mut [f32],
@@ -267,30 +252,24 @@ fn softmax_rows_with(
             l.as_mut_ptr(),
             alpha.as_mut_ptr(),
         );
-        // SAFETY: features detected; `s` holds `(r − 1)·ld + nk` and the others at least
-        // `r` values.
+        let wide = isa == Isa::Avx512Vnni;
+        // SAFETY: features detected; the public entry points checked that `s` holds every
+        // score the layout reaches and `m`, `l`, `alpha` at least `r` values.
         unsafe {
-            if isa == Isa::Avx512Vnni {
-                x86::softmax_rows512(sp, nk, r, ld, mp, lp, ap)
-            } else {
-                x86::softmax_rows256(sp, nk, r, ld, mp, lp, ap)
+            match (layout, wide) {
+                (Scores::KeyMajor, true) => x86::softmax512(sp, nk, r, mp, lp, ap),
+                (Scores::KeyMajor, false) => x86::softmax256(sp, nk, r, mp, lp, ap),
+                (Scores::RowMajor { ld }, true) => x86::softmax_rows512(sp, nk, r, ld, mp, lp, ap),
+                (Scores::RowMajor { ld }, false) => x86::softmax_rows256(sp, nk, r, ld, mp, lp, ap),
             }
         }
         return;
     }
     let _ = isa;
-    softmax_strided(s, nk, r, 1, ld, m, l, alpha)
-}
-
-fn softmax_scalar(
-    s: &mut [f32],
-    nk: usize,
-    r: usize,
-    m: &mut [f32],
-    l: &mut [f32],
-    alpha: &mut [f32],
-) {
-    softmax_strided(s, nk, r, r, 1, m, l, alpha)
+    match layout {
+        Scores::KeyMajor => softmax_strided(s, nk, r, r, 1, m, l, alpha),
+        Scores::RowMajor { ld } => softmax_strided(s, nk, r, 1, ld, m, l, alpha),
+    }
 }
 
 /// The online-softmax step with score `(j, c)` at `s[j·js + c·cs]`, in scalar code.
@@ -957,6 +936,23 @@ mod tests {
             .collect()
     }
 
+    /// Two key-major tiles of `nk × r` scores (±8): row 0 sees nothing in the first tile,
+    /// and some other scores are masked (−∞).
+    fn score_tiles(seed: &mut u64, nk: usize, r: usize) -> Vec<Vec<f32>> {
+        (0..2)
+            .map(|t| {
+                let mut s = rand_vec(seed, nk * r);
+                for (i, x) in s.iter_mut().enumerate() {
+                    *x *= 8.0;
+                    if (i % r == 0 && t == 0) || i % 7 == 3 {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+                s
+            })
+            .collect()
+    }
+
     fn isas() -> Vec<Isa> {
         [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
             .into_iter()
@@ -1117,18 +1113,7 @@ mod tests {
         let mut seed = 13;
         for &(nk, r) in &[(1, 1), (64, 1), (64, 3), (17, 2), (33, 5), (7, 4)] {
             let ld = nk + 3;
-            let tiles: Vec<Vec<f32>> = (0..2)
-                .map(|t| {
-                    let mut s = rand_vec(&mut seed, nk * r);
-                    for (i, x) in s.iter_mut().enumerate() {
-                        *x *= 8.0;
-                        if (i % r == 0 && t == 0) || i % 7 == 3 {
-                            *x = f32::NEG_INFINITY;
-                        }
-                    }
-                    s
-                })
-                .collect();
+            let tiles = score_tiles(&mut seed, nk, r);
             for isa in isas() {
                 let (mut m1, mut l1, mut a1) =
                     (vec![f32::NEG_INFINITY; r], vec![0.0; r], vec![0.0; r]);
@@ -1142,8 +1127,9 @@ mod tests {
                             s2[c * ld + j] = t[j * r + c];
                         }
                     }
-                    softmax_with(isa, &mut s1, nk, r, &mut m1, &mut l1, &mut a1);
-                    softmax_rows_with(isa, &mut s2, nk, r, ld, &mut m2, &mut l2, &mut a2);
+                    let (key_major, row_major) = (Scores::KeyMajor, Scores::RowMajor { ld });
+                    softmax_with(isa, &mut s1, nk, r, key_major, &mut m1, &mut l1, &mut a1);
+                    softmax_with(isa, &mut s2, nk, r, row_major, &mut m2, &mut l2, &mut a2);
                     for j in 0..nk {
                         for c in 0..r {
                             assert_eq!(
@@ -1231,26 +1217,14 @@ mod tests {
     fn softmax_tile_matches_scalar_on_every_isa() {
         let mut seed = 11;
         for &(nk, r) in &[(1, 1), (5, 3), (64, 48), (17, 9), (64, 64), (3, 23)] {
-            let tiles: Vec<Vec<f32>> = (0..2)
-                .map(|t| {
-                    let mut s = rand_vec(&mut seed, nk * r);
-                    for (i, x) in s.iter_mut().enumerate() {
-                        *x *= 8.0;
-                        // Row 0 sees nothing in the first tile; some others are masked.
-                        if (i % r == 0 && t == 0) || i % 7 == 3 {
-                            *x = f32::NEG_INFINITY;
-                        }
-                    }
-                    s
-                })
-                .collect();
+            let tiles = score_tiles(&mut seed, nk, r);
             let run = |isa: Isa| {
                 let (mut m, mut l, mut a) =
                     (vec![f32::NEG_INFINITY; r], vec![0.0; r], vec![0.0; r]);
                 let mut out = Vec::new();
                 for t in &tiles {
                     let mut s = t.clone();
-                    softmax_with(isa, &mut s, nk, r, &mut m, &mut l, &mut a);
+                    softmax_with(isa, &mut s, nk, r, Scores::KeyMajor, &mut m, &mut l, &mut a);
                     out.push((s, a.clone()));
                 }
                 (out, m, l)
