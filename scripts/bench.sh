@@ -2,7 +2,7 @@
 # Side-by-side speed: `ferrite bench` and (when LLAMA_BENCH=/path/to/llama-bench is set)
 # llama.cpp's llama-bench on the same files and thread counts, interleaved per model and
 # repetition so that machine noise hits both alike; prints a ratio table (ferrite / llama.cpp
-# tokens/s; > 1 means ferrite is faster).
+# tokens/s; > 1 means ferrite is faster) and, for several thread counts, how each one scales.
 # Usage: LLAMA_BENCH=... scripts/bench.sh [-p 512] [-n 128] [-t 2] [-r 3] [-k ROUNDS] MODEL.gguf...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,4 +46,17 @@ for (name, th, test), v in sorted(rows.items()):
     ls = statistics.stdev(v["l"]) if len(v.get("l", [])) > 1 else 0.0
     ratio = fm / lm if "l" in v and lm > 0 else float("nan")
     print(f"| {name} | {th} | {test} | {fm:.2f} ± {fs:.2f} | {lm:.2f} ± {ls:.2f} | {ratio:.2f} |")
+# With several thread counts (-t 1,2), how each engine scales: mean tokens/s at the most
+# threads over the mean at the fewest, per model and test.
+counts = sorted({th for (_, th, _) in rows})
+if len(counts) > 1:
+    lo, hi = counts[0], counts[-1]
+    print()
+    print(f"| model | test | ferrite {hi}T/{lo}T | llama.cpp {hi}T/{lo}T |")
+    print(f"| --- | --- | ---: | ---: |")
+    def scaling(name, test, who):
+        a, b = rows.get((name, lo, test), {}).get(who), rows.get((name, hi, test), {}).get(who)
+        return statistics.mean(b) / statistics.mean(a) if a and b else float("nan")
+    for name, test in sorted({(name, test) for (name, _, test) in rows}):
+        print(f"| {name} | {test} | {scaling(name, test, 'f'):.2f} | {scaling(name, test, 'l'):.2f} |")
 PY

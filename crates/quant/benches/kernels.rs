@@ -18,7 +18,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrite_gguf::GgmlType;
 use ferrite_quant::kernels;
-use ferrite_quant::matmul::{matmul, matmul_packed, ThreadPool};
+use ferrite_quant::matmul::{matmul, matmul_packed, BatchInvariant, ThreadPool};
 use ferrite_quant::repack;
 use half::{bf16, f16};
 
@@ -144,6 +144,27 @@ fn bench_matmul(c: &mut Criterion, kind: &str, n_b: usize, types: &[GgmlType]) {
                             .unwrap()
                     })
                 });
+                if n_b > 1 {
+                    // What the server's batches (prompt chunks included) run: the row
+                    // kernels, which give every row the bits it gets alone.
+                    let id = BenchmarkId::new(format!("{ty}-packed-invariant"), "rows");
+                    g.bench_function(id, |b| {
+                        let _rows = BatchInvariant::enter();
+                        b.iter(|| {
+                            matmul_packed(
+                                &pool,
+                                ty,
+                                black_box(&pw),
+                                n,
+                                k,
+                                black_box(&x),
+                                n_b,
+                                &mut y,
+                            )
+                            .unwrap()
+                        })
+                    });
+                }
             }
         }
         g.finish();
