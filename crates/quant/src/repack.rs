@@ -55,7 +55,9 @@
 use ferrite_gguf::GgmlType;
 
 use crate::kernels::layout::{Q4_0_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES};
+use crate::kernels::scalar::k4_scale_min;
 use crate::kernels::{self, Isa};
+use crate::quantize::pack_scales_6bit;
 
 /// Blocks per packed group of the 32-element types (Q4_0, Q8_0).
 pub const GROUP: usize = 4;
@@ -212,8 +214,8 @@ fn pack_group(ty: GgmlType, from: &[u8], out: &mut [u8]) {
             for (b, blk) in from.chunks_exact(Q4_K_BYTES).enumerate() {
                 header[4 * b..4 * b + 4].copy_from_slice(&blk[..4]);
                 for s in 0..8 {
-                    let (sc, mn) = q4_k_scale_min(&blk[4..16], s);
-                    Q4KHeader::put(header, 8 * b + s, sc, mn);
+                    let (sc, mn) = k4_scale_min(&blk[4..16], s);
+                    Q4KHeader::put(header, 8 * b + s, sc as u8, mn as u8);
                 }
                 let q = |e: usize| (blk[16 + 32 * (e / 64) + e % 32] >> (4 * (e / 32 % 2))) & 0x0f;
                 for_each_k_lane_byte(b, |c, at, e| codes[64 * c + at] = q(e) | (q(e + 16) << 4));
@@ -256,18 +258,6 @@ fn for_each_k_lane_byte(b: usize, mut f: impl FnMut(usize, usize, usize)) {
                 f(c, 4 * lane + i, 32 * s + 4 * c + i);
             }
         }
-    }
-}
-
-/// Sub-block `s`'s 6-bit scale and min from a ggml Q4_K block's 12 bytes of them.
-fn q4_k_scale_min(q: &[u8], s: usize) -> (u8, u8) {
-    if s < 4 {
-        (q[s] & 0x3f, q[s + 4] & 0x3f)
-    } else {
-        (
-            (q[s + 4] & 0x0f) | (q[s - 4] >> 6) << 4,
-            (q[s + 4] >> 4) | (q[s] >> 6) << 4,
-        )
     }
 }
 
@@ -371,22 +361,10 @@ fn unpack_group(ty: GgmlType, from: &[u8], blocks: &mut [u8]) {
             let (codes, header) = from.split_at(256);
             for (b, blk) in blocks.chunks_exact_mut(Q4_K_BYTES).enumerate() {
                 blk[..4].copy_from_slice(&header[4 * b..4 * b + 4]);
-                blk[4..].fill(0);
-                for s in 0..8 {
-                    let (sc, mn) = Q4KHeader::get(header, 8 * b + s);
-                    // ggml's 12 bytes: sub-blocks 0..4 in the low six bits of bytes
-                    // 0..4 (scales) and 4..8 (mins); sub-blocks 4..8 in the low and high
-                    // nibbles of bytes 8..12 and in the top two bits of bytes 0..8.
-                    let q = &mut blk[4..16];
-                    if s < 4 {
-                        q[s] |= sc;
-                        q[s + 4] |= mn;
-                    } else {
-                        q[s + 4] |= (sc & 0x0f) | (mn & 0x0f) << 4;
-                        q[s - 4] |= (sc >> 4) << 6;
-                        q[s] |= (mn >> 4) << 6;
-                    }
-                }
+                let lanes = std::array::from_fn(|s| Q4KHeader::get(header, 8 * b + s));
+                let (sc, mn) = (lanes.map(|(sc, _)| sc), lanes.map(|(_, mn)| mn));
+                pack_scales_6bit(&sc, &mn, &mut blk[4..16]);
+                blk[16..].fill(0);
                 for_each_k_lane_byte(b, |c, at, e| {
                     let v = codes[64 * c + at];
                     for (e, q) in [(e, v & 0x0f), (e + 16, v >> 4)] {

@@ -31,7 +31,7 @@ fn imatrix_weights(x: &[f32], qw: &[f32], sigma2: f32) -> [f32; QK_K] {
 }
 
 /// The 12-byte packing of eight 6-bit scales and eight 6-bit minimums (Q4_K, Q5_K).
-fn pack_scales_6bit(sc: &[u8; 8], m: &[u8; 8], out: &mut [u8]) {
+pub(crate) fn pack_scales_6bit(sc: &[u8; 8], m: &[u8; 8], out: &mut [u8]) {
     out[..12].fill(0);
     for j in 0..8 {
         if j < 4 {

@@ -13,6 +13,7 @@
 mod float;
 mod iq4;
 mod kquants;
+pub(crate) use kquants::pack_scales_6bit;
 mod legacy;
 mod mxfp4;
 mod search;
