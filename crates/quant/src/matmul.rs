@@ -34,35 +34,74 @@ const PAIR_MIN_DISTANCE: usize = 1 << 20;
 /// row-at-a-time tile kernels are as fast.
 const GEMM_MIN_BATCH: usize = 8;
 
-thread_local! {
-    /// Set while a [`BatchInvariant`] guard lives on this thread.
-    static BATCH_INVARIANT: Cell<bool> = const { Cell::new(false) };
+/// How [`matmul`] chooses between the panel GEMM and the row kernels on this thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// By batch size: batches of [`GEMM_MIN_BATCH`] rows or more through the GEMM.
+    BySize,
+    /// The first `gemm_rows` rows of every batch through the GEMM, however few, the rest
+    /// through the row kernels ([`BatchInvariant`]).
+    Invariant { gemm_rows: usize },
 }
 
-/// While alive, every [`matmul`] called from this thread uses the row-at-a-time kernels,
-/// whatever the batch size.
+thread_local! {
+    static ROUTE: Cell<Route> = const { Cell::new(Route::BySize) };
+}
+
+/// While alive, every [`matmul`] called from this thread computes each activation row the
+/// same way whatever else is in its batch and however the batch was cut.
 ///
-/// The panel GEMM and the row kernels add the same integer products in a different float
-/// order, so a row's result differs in its last bits between the two. A server that batches
-/// many sequences (and splits prompts into chunks depending on load) needs each sequence's
-/// logits not to depend on what it was batched with: it holds this guard, and gets results
-/// identical to running each sequence alone through the same guard, at the cost of the
-/// GEMM's prompt speed.
+/// By default a row's arithmetic depends on its batch: batches of [`GEMM_MIN_BATCH`] rows
+/// or more go through the panel GEMM, smaller ones through the row kernels, and the two
+/// add the same integer products in a different float order, so a row's result differs
+/// in its last bits between them. Within each of the two, a row's result depends on that
+/// row alone: the row kernels take rows one (or a tile) at a time with the same sums, and
+/// the GEMM quantizes each activation row by itself and runs every row of a tile through
+/// the same chain of groups. So the guard fixes which rows take which path: the first
+/// `gemm_rows` rows of every batch the GEMM, whatever their number, the rest the row
+/// kernels.
+///
+/// A server that batches many sequences (and cuts prompts into chunks depending on load)
+/// puts its prompt tokens first and names them GEMM rows, and sends decoded tokens through
+/// the row kernels: prompts run at the GEMM's speed, decoding at the row kernels', and a
+/// sequence gets the same bits alone or batched, given which of its tokens were prompt.
+/// Where the CPU has no GEMM (it needs VNNI) or a type has no panel form, every row takes
+/// the row kernels.
+#[must_use = "the route holds only while the guard lives"]
 pub struct BatchInvariant {
-    prev: bool,
+    prev: Route,
 }
 
 impl BatchInvariant {
+    /// Every row through the row kernels.
     pub fn enter() -> Self {
+        Self::with_gemm_rows(0)
+    }
+
+    /// The first `gemm_rows` rows of every batch through the panel GEMM, the rest through
+    /// the row kernels.
+    pub fn with_gemm_rows(gemm_rows: usize) -> Self {
         BatchInvariant {
-            prev: BATCH_INVARIANT.with(|c| c.replace(true)),
+            prev: ROUTE.with(|c| c.replace(Route::Invariant { gemm_rows })),
         }
     }
 }
 
 impl Drop for BatchInvariant {
     fn drop(&mut self) {
-        BATCH_INVARIANT.with(|c| c.set(self.prev));
+        ROUTE.with(|c| c.set(self.prev));
+    }
+}
+
+/// How many leading rows of an `n_b`-row batch of weights `ty` go through the panel GEMM.
+fn gemm_rows(ty: GgmlType, n_b: usize) -> usize {
+    if !(crate::gemm::available() && crate::gemm::group_size(ty).is_some()) {
+        return 0;
+    }
+    match ROUTE.with(Cell::get) {
+        Route::BySize if n_b >= GEMM_MIN_BATCH => n_b,
+        Route::BySize => 0,
+        Route::Invariant { gemm_rows } => gemm_rows.min(n_b),
     }
 }
 
@@ -140,21 +179,26 @@ fn matmul_in(
         }
         return matmul_dequant(ty, w, n_rows, k, x, n_b, y, row_bytes);
     };
-    if n_b >= GEMM_MIN_BATCH
-        && crate::gemm::available()
-        && crate::gemm::group_size(ty).is_some()
-        && !BATCH_INVARIANT.with(|c| c.get())
-    {
+    let n_gemm = gemm_rows(ty, n_b);
+    if n_gemm > 0 {
         // The GEMM takes the ggml-layout kernel's activations; it unpacks packed rows.
-        let kern = if packed {
-            kernels::kernel(ty).ok_or(QuantError::Unsupported(ty))?
-        } else {
-            kern
-        };
-        let (layout, simd) = (crate::gemm::Layout { packed }, true);
-        crate::gemm::matmul(pool, kern, layout, w, row_bytes, n_rows, k, x, n_b, y, simd);
-        return Ok(());
+        let gemm_kern = kernels::kernel(ty).ok_or(QuantError::Unsupported(ty))?;
+        let layout = crate::gemm::Layout { packed };
+        let (xg, yg) = (&x[..n_gemm * k], &mut y[..n_gemm * n_rows]);
+        crate::gemm::matmul(
+            pool, gemm_kern, layout, w, row_bytes, n_rows, k, xg, n_gemm, yg, true,
+        );
+        if n_gemm == n_b {
+            return Ok(());
+        }
     }
+    // Rows past the GEMM's, with the kernel for their count.
+    let (x, y, n_b) = (&x[n_gemm * k..], &mut y[n_gemm * n_rows..], n_b - n_gemm);
+    let kern = if n_gemm > 0 {
+        row_kernel(ty, packed, n_b).ok_or(QuantError::Unsupported(ty))?
+    } else {
+        kern
+    };
     let act_bytes = act_row_bytes(ty, kern, k)?;
     ACT_BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
@@ -389,9 +433,9 @@ pub fn matmul_many(
             .and_then(|p| row_kernel(p.ty, p.packed, n_b))
     });
     let fuse = (2..=MAX_PRODUCTS).contains(&n_p)
-        && n_b < GEMM_MIN_BATCH
         && n_b > 0
-        && kerns[..n_p].iter().all(|k| k.is_some());
+        && kerns[..n_p].iter().all(|k| k.is_some())
+        && products.iter().all(|p| gemm_rows(p.ty, n_b) == 0);
     if !fuse {
         for p in products.iter_mut() {
             matmul_in(pool, p.ty, p.packed, p.w, p.n_rows, k, x, n_b, p.y)?;
@@ -650,6 +694,74 @@ mod tests {
                     let mut want = vec![0f32; n_b * n_rows];
                     matmul_packed(&pool, ty, &pw, n_rows, k, &x, n_b, &mut want).unwrap();
                     assert_eq!(y1, want, "{ty} k={k} n_b={n_b} fused");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn invariant_routes_give_each_row_its_result_alone() {
+        // Under `with_gemm_rows(p)` the first p rows of a batch must get the GEMM's bits for
+        // that row alone, the others the row kernels' bits for that row alone, whatever the
+        // batch size, the split and the thread count. Where the CPU has the GEMM, the two
+        // routes must really differ (else this test could not see a row take the wrong one).
+        let mut rng = Rng::new(12);
+        let k = 512;
+        let n_rows = 37;
+        let pools: Vec<ThreadPool> = [1, 2].into_iter().map(ThreadPool::new).collect();
+        let mut cases: Vec<(GgmlType, bool)> = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K]
+            .into_iter()
+            .map(|ty| (ty, false))
+            .collect();
+        cases.extend(crate::repack::PACKED_TYPES.into_iter().map(|ty| (ty, true)));
+        for (ty, packed) in cases {
+            let w: Vec<u8> = (0..n_rows)
+                .flat_map(|_| random_weights(&mut rng, ty, k))
+                .collect();
+            let w = if packed {
+                let mut pw = vec![0u8; n_rows * crate::repack::packed_row_bytes(ty, k).unwrap()];
+                crate::repack::pack_rows(ty, k, &w, &mut pw);
+                pw
+            } else {
+                w
+            };
+            let product = if packed { matmul_packed } else { matmul };
+            let n_max = 12;
+            let x: Vec<f32> = (0..n_max).flat_map(|_| random_acts(&mut rng, k)).collect();
+            let alone = |gemm: bool| -> Vec<f32> {
+                let _route = BatchInvariant::with_gemm_rows(usize::from(gemm));
+                let mut y = vec![f32::NAN; n_max * n_rows];
+                for (xb, yb) in x.chunks_exact(k).zip(y.chunks_exact_mut(n_rows)) {
+                    product(&pools[0], ty, &w, n_rows, k, xb, 1, yb).unwrap();
+                }
+                y
+            };
+            let (by_gemm, by_rows) = (alone(true), alone(false));
+            let what = format!("{ty} packed={packed}");
+            if crate::gemm::available() && crate::gemm::group_size(ty).is_some() {
+                assert_ne!(
+                    by_gemm, by_rows,
+                    "{what}: the routes should round differently"
+                );
+                // The invariant GEMM route is the GEMM `ferrite run` uses for prompts.
+                let mut y = vec![f32::NAN; n_max * n_rows];
+                product(&pools[1], ty, &w, n_rows, k, &x, n_max, &mut y).unwrap();
+                assert_eq!(y, by_gemm, "{what}: by size");
+            }
+            for pool in &pools {
+                for (n_b, p) in [(1, 0), (1, 1), (3, 1), (3, 3), (9, 0), (12, 5), (12, 12)] {
+                    let _route = BatchInvariant::with_gemm_rows(p);
+                    let mut y = vec![f32::NAN; n_b * n_rows];
+                    product(pool, ty, &w, n_rows, k, &x[..n_b * k], n_b, &mut y).unwrap();
+                    for (b, got) in y.chunks_exact(n_rows).enumerate() {
+                        let want = if b < p { &by_gemm } else { &by_rows };
+                        assert_eq!(
+                            got,
+                            &want[b * n_rows..(b + 1) * n_rows],
+                            "{what} n_b={n_b} gemm_rows={p} threads={} row {b}",
+                            pool.n_threads()
+                        );
+                    }
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! block). Here a chunk of sixteen weight rows is first decoded into a *panel*: unsigned 8-bit
 //! codes interleaved so that one 512-bit vector holds four consecutive codes of each of the
 //! sixteen rows, plus per-group scales `D` and offsets `M` with `w = D·q + M` (see
-//! [`decode`]). One `vpdpbusd` of that vector with four broadcast activation bytes then
+//! `decode`). One `vpdpbusd` of that vector with four broadcast activation bytes then
 //! advances sixteen dot products at once, and the float work (convert, scale, offset) happens
 //! once per group for all sixteen rows together. The panel is decoded on the fly into a
 //! per-thread buffer and reused for every activation row of the batch, so the weights keep
@@ -15,6 +15,10 @@
 //! Measured on the 2-core AVX-512 EPYC this was written on: the inner loop runs at about one
 //! 512-bit `vpdpbusd` per cycle (the unit's limit there); 512-bit panels were ~10% faster than
 //! 256-bit ones of eight rows on the 1B model's prompts.
+//!
+//! Fewer than eight activation rows (a prompt's short remainder under
+//! [`crate::matmul::BatchInvariant`]) skip the interleaving and run the same arithmetic on
+//! one decoded weight row at a time, bit for bit the microkernel's.
 //!
 //! Activations are quantized exactly as the row kernels quantize them (the weight type's
 //! partner format: Q8_0, Q8_1 or Q8_K), then spread into codes plus per-group `da` (the
@@ -202,8 +206,16 @@ thread_local! {
     static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
 }
 
+/// Below this many activation rows, [`matmul`] skips the panels and runs their arithmetic
+/// weight row by weight row ([`rowwise`]): interleaving a panel only pays when several
+/// activation rows reuse it.
+const ROWWISE_BELOW: usize = 8;
+
 /// `y[b * n_rows + r] = Σ_i W[r][i] · x[b * k + i]`, as [`crate::matmul::matmul`], through
 /// panels. The caller checked the sizes and that `ty` has a [`group_size`] dividing `k`.
+///
+/// With `simd`, a row's result depends on that activation row alone, to the bit, whatever
+/// the batch size (see [`crate::matmul::BatchInvariant`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     pool: &ThreadPool,
@@ -219,42 +231,20 @@ pub(crate) fn matmul(
     simd: bool,
 ) {
     let g = group_size(kern.ty).expect("type with a panel form");
-    let ng = k / g;
-    let act_bytes = kern.act.row_bytes(k).expect("k is whole activation blocks");
     ACTS.with(|acts| {
         let mut acts = acts.borrow_mut();
-        acts.codes.resize(n_b * k, 0);
-        acts.da.resize(n_b * ng, 0.0);
-        acts.sa.resize(n_b * ng, 0.0);
-        {
-            let Acts { codes, da, sa } = &mut *acts;
-            let (codes, da, sa) = (
-                SharedMut(codes.as_mut_ptr()),
-                SharedMut(da.as_mut_ptr()),
-                SharedMut(sa.as_mut_ptr()),
-            );
-            pool.run_chunks(n_b, |b| {
-                ACT_Q.with(|buf| {
-                    let mut buf = buf.borrow_mut();
-                    buf.resize(act_bytes, 0);
-                    kernels::quantize_row(kern.act, &x[b * k..(b + 1) * k], &mut buf);
-                    // SAFETY: row b of each buffer is handed to this call alone (run_chunks
-                    // gives out each index once) and the buffers, sized for n_b rows above,
-                    // outlive the call.
-                    let (c, d, s) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(codes.get().add(b * k), k),
-                            std::slice::from_raw_parts_mut(da.get().add(b * ng), ng),
-                            std::slice::from_raw_parts_mut(sa.get().add(b * ng), ng),
-                        )
-                    };
-                    spread_row(kern.act, g, &buf, c, d, s);
-                })
-            });
-        }
+        acts.fill(pool, kern.act, x, k, n_b, g);
         let acts = &*acts;
-        let n_panels = n_rows.div_ceil(PANEL_ROWS);
         let out = SharedMut(y.as_mut_ptr());
+        if simd && n_b < ROWWISE_BELOW {
+            let n_chunks = n_rows.div_ceil(PANEL_ROWS);
+            pool.run_chunks(n_chunks, |c| {
+                let rows = c * PANEL_ROWS..((c + 1) * PANEL_ROWS).min(n_rows);
+                rowwise(kern.ty, layout, w, row_bytes, rows, k, g, acts, n_b, out);
+            });
+            return;
+        }
+        let n_panels = n_rows.div_ceil(PANEL_ROWS);
         pool.run_chunks(n_panels, |p| {
             PANEL.with(|panel| {
                 let mut panel = panel.borrow_mut();
@@ -279,6 +269,151 @@ pub(crate) fn matmul(
             })
         });
     });
+}
+
+impl Acts {
+    /// Quantizes the `n_b` rows of `x` (`k` elements each) to `act` and spreads them into
+    /// GEMM form with groups of `g`, rows split across the pool.
+    fn fill(&mut self, pool: &ThreadPool, act: ActType, x: &[f32], k: usize, n_b: usize, g: usize) {
+        let ng = k / g;
+        let act_bytes = act.row_bytes(k).expect("k is whole activation blocks");
+        self.codes.resize(n_b * k, 0);
+        self.da.resize(n_b * ng, 0.0);
+        self.sa.resize(n_b * ng, 0.0);
+        let (codes, da, sa) = (
+            SharedMut(self.codes.as_mut_ptr()),
+            SharedMut(self.da.as_mut_ptr()),
+            SharedMut(self.sa.as_mut_ptr()),
+        );
+        pool.run_chunks(n_b, |b| {
+            ACT_Q.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.resize(act_bytes, 0);
+                kernels::quantize_row(act, &x[b * k..(b + 1) * k], &mut buf);
+                // SAFETY: row b of each buffer is handed to this call alone (run_chunks
+                // gives out each index once) and the buffers, sized for n_b rows above,
+                // outlive the call.
+                let (c, d, s) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(codes.get().add(b * k), k),
+                        std::slice::from_raw_parts_mut(da.get().add(b * ng), ng),
+                        std::slice::from_raw_parts_mut(sa.get().add(b * ng), ng),
+                    )
+                };
+                spread_row(act, g, &buf, c, d, s);
+            })
+        });
+    }
+}
+
+/// Weight rows `rows` times every activation row, with the SIMD microkernel's arithmetic
+/// (integer sums per group, then per group one multiply and two fused multiply-adds in the
+/// same order) but no panel: each weight row is decoded once and used at once.
+#[allow(clippy::too_many_arguments)]
+fn rowwise(
+    ty: GgmlType,
+    layout: Layout,
+    w: &[u8],
+    row_bytes: usize,
+    rows: std::ops::Range<usize>,
+    k: usize,
+    g: usize,
+    acts: &Acts,
+    n_b: usize,
+    out: SharedMut<f32>,
+) {
+    let n_rows = w.len() / row_bytes;
+    let ng = k / g;
+    PANEL.with(|panel| {
+        let mut panel = panel.borrow_mut();
+        let Panel {
+            rows_q,
+            row_d,
+            row_m,
+            unpacked,
+            ..
+        } = &mut *panel;
+        rows_q.resize(k, 0);
+        row_d.resize(ng, 0.0);
+        row_m.resize(ng, 0.0);
+        for r in rows {
+            let mut row = &w[r * row_bytes..(r + 1) * row_bytes];
+            if layout.packed {
+                let ggml = ty.row_bytes(k as u64).expect("checked by the caller") as usize;
+                unpacked.resize(ggml, 0);
+                crate::repack::unpack_row(ty, row, unpacked);
+                row = unpacked;
+            }
+            decode::decode_row(ty, row, rows_q, row_d, row_m);
+            for b in 0..n_b {
+                let v = group_sums(
+                    rows_q,
+                    row_d,
+                    row_m,
+                    &acts.codes[b * k..(b + 1) * k],
+                    &acts.da[b * ng..(b + 1) * ng],
+                    &acts.sa[b * ng..(b + 1) * ng],
+                    g,
+                );
+                // SAFETY: weight row r belongs to this call alone (the caller hands each
+                // range of rows out once); b < n_b and r < n_rows keep the index inside `y`,
+                // which outlives the call.
+                unsafe { *out.get().add(b * n_rows + r) = v };
+            }
+        }
+    });
+}
+
+/// `Σ_groups (Σ q·a)·(d·da) + m·sa`, each group's two terms added with a fused
+/// multiply-add in the order of [`x86::panel_tile`], so the result is that lane's, bit for
+/// bit.
+fn group_sums(q: &[u8], d: &[f32], m: &[f32], a: &[i8], da: &[f32], sa: &[f32], g: usize) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::best() >= Isa::Avx512Vnni {
+        // SAFETY: the features were detected.
+        return unsafe { group_sums_avx512(q, d, m, a, da, sa, g) };
+    }
+    group_sums_any(q, d, m, a, da, sa, g)
+}
+
+/// [`group_sums_any`] compiled for AVX-512: the integer sums vectorise and `mul_add` is one
+/// instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn group_sums_avx512(
+    q: &[u8],
+    d: &[f32],
+    m: &[f32],
+    a: &[i8],
+    da: &[f32],
+    sa: &[f32],
+    g: usize,
+) -> f32 {
+    group_sums_any(q, d, m, a, da, sa, g)
+}
+
+#[inline(always)]
+fn group_sums_any(
+    q: &[u8],
+    d: &[f32],
+    m: &[f32],
+    a: &[i8],
+    da: &[f32],
+    sa: &[f32],
+    g: usize,
+) -> f32 {
+    let mut acc = 0f32;
+    let groups = q.chunks_exact(g).zip(a.chunks_exact(g));
+    for (((qg, ag), (&d, &m)), (&da, &sa)) in groups.zip(d.iter().zip(m)).zip(da.iter().zip(sa)) {
+        let isum: i32 = qg
+            .iter()
+            .zip(ag)
+            .map(|(&q, &a)| i32::from(q) * i32::from(a))
+            .sum();
+        acc = (isum as f32).mul_add(d * da, acc);
+        acc = m.mul_add(sa, acc);
+    }
+    acc
 }
 
 /// `tile[t][r]` = row `r` of the panel · activation row `b0 + t`, for `t < nt`.
