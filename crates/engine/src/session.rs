@@ -395,6 +395,13 @@ impl Session {
 /// writer, for documentation examples and tests.
 #[doc(hidden)]
 pub fn tiny_test_model() -> GgufFile {
+    tiny_test_model_of(ferrite_gguf::GgmlType::F32)
+}
+
+/// [`tiny_test_model`] with its layers' weight matrices quantized to `matrix_type` (a type
+/// with 32-element blocks or fewer; the same values before quantization).
+#[doc(hidden)]
+pub fn tiny_test_model_of(matrix_type: ferrite_gguf::GgmlType) -> GgufFile {
     use ferrite_gguf::{Array, GgmlType, Metadata, TensorSpec, Value};
     let (d, ff, nv, nl) = (64u64, 128u64, 32u64, 2);
     let mut md = Metadata::new();
@@ -448,14 +455,14 @@ pub fn tiny_test_model() -> GgufFile {
         let p = |s: &str| format!("blk.{il}.{s}.weight");
         specs.extend([
             TensorSpec::new(p("attn_norm"), &[d], GgmlType::F32),
-            TensorSpec::new(p("attn_q"), &[d, d], GgmlType::F32),
-            TensorSpec::new(p("attn_k"), &[d, d / 2], GgmlType::F32),
-            TensorSpec::new(p("attn_v"), &[d, d / 2], GgmlType::F32),
-            TensorSpec::new(p("attn_output"), &[d, d], GgmlType::F32),
+            TensorSpec::new(p("attn_q"), &[d, d], matrix_type),
+            TensorSpec::new(p("attn_k"), &[d, d / 2], matrix_type),
+            TensorSpec::new(p("attn_v"), &[d, d / 2], matrix_type),
+            TensorSpec::new(p("attn_output"), &[d, d], matrix_type),
             TensorSpec::new(p("ffn_norm"), &[d], GgmlType::F32),
-            TensorSpec::new(p("ffn_gate"), &[d, ff], GgmlType::F32),
-            TensorSpec::new(p("ffn_up"), &[d, ff], GgmlType::F32),
-            TensorSpec::new(p("ffn_down"), &[ff, d], GgmlType::F32),
+            TensorSpec::new(p("ffn_gate"), &[d, ff], matrix_type),
+            TensorSpec::new(p("ffn_up"), &[d, ff], matrix_type),
+            TensorSpec::new(p("ffn_down"), &[ff, d], matrix_type),
         ]);
     }
     // A small deterministic generator: no dependency, same model every time.
@@ -465,16 +472,27 @@ pub fn tiny_test_model() -> GgufFile {
         .map(|s| {
             let n: u64 = s.dims.iter().product();
             let norm = s.dims.len() == 1;
-            (0..n)
-                .flat_map(|_| {
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
                     state ^= state << 13;
                     state ^= state >> 7;
                     state ^= state << 17;
                     let u = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-                    let v = if norm { 1.0 + 0.1 * u } else { 0.5 * u };
-                    v.to_le_bytes()
+                    if norm {
+                        1.0 + 0.1 * u
+                    } else {
+                        0.5 * u
+                    }
                 })
-                .collect()
+                .collect();
+            if s.ty == GgmlType::F32 {
+                return values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            }
+            let bytes = s.ty.row_bytes(n).expect("whole blocks") as usize;
+            let mut out = vec![0u8; bytes];
+            ferrite_quant::quantize::quantize(s.ty, &values, None, &mut out)
+                .expect("a type the tiny model can be quantized to");
+            out
         })
         .collect();
     let tensors: Vec<(TensorSpec, &[u8])> = specs

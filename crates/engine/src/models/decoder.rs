@@ -17,7 +17,7 @@ use crate::ops::{self, AttnParams};
 use crate::weights::{Tensors, Weight};
 
 mod batch;
-pub use batch::SeqTokens;
+pub use batch::{SeqTokens, TokenRole};
 
 /// A weight matrix with an optional bias.
 #[derive(Debug)]

@@ -3,30 +3,45 @@
 //! The weight matmuls see the tokens of every sequence as one batch, so each weight matrix is
 //! streamed once per step however many sequences decode; RoPE positions, the KV cache and
 //! attention stay per sequence. The layer code is the same as [`Decoder::forward`]'s, step for
-//! step, so a sequence gets the same logits alone or batched (a test checks this). For that,
-//! every matmul here uses the row kernels ([`ferrite_quant::matmul::BatchInvariant`]): the
-//! prompt GEMM would round differently depending on how the batch was cut.
+//! step, so a sequence gets the same logits alone or batched, to the bit (tests check this).
+//! For that, a token's matmuls take one fixed route whatever its batch
+//! ([`ferrite_quant::matmul::BatchInvariant`]): prompt tokens the panel GEMM, decoded tokens
+//! the row kernels. Left to batch size, the two would round differently depending on how
+//! the batch was cut.
+
+use ferrite_quant::matmul::BatchInvariant;
 
 use super::*;
+
+/// How a sequence's new tokens came to be, which fixes the arithmetic of their matmuls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRole {
+    /// Tokens of a prompt: through the panel GEMM, prompt speed, however many there are.
+    Prompt,
+    /// A token decoded (sampled) at the previous step: through the row kernels.
+    Decoded,
+}
 
 /// One sequence of a multi-sequence batch: its own cache and the tokens to append to it.
 pub struct SeqTokens<'a> {
     pub kv: &'a mut KvCache,
     pub tokens: &'a [u32],
+    pub role: TokenRole,
 }
 
 impl Decoder {
     /// Appends each sequence's tokens to its cache; `sc.logits` gets `[seqs.len(), n_vocab]`,
     /// the logits after each sequence's last token. Every sequence is checked (non-empty, room
     /// in its cache, token ids) before anything is written.
+    ///
+    /// A sequence's logits and cache depend only on its own tokens and their roles, not on
+    /// the other sequences of the batch or on how its prompt was cut into calls.
     pub fn forward_seqs(
         &self,
         pool: &ThreadPool,
         seqs: &mut [SeqTokens<'_>],
         sc: &mut Scratch,
     ) -> Result<()> {
-        // Each sequence must get the logits it would get alone, however it is batched.
-        let _invariant = ferrite_quant::matmul::BatchInvariant::enter();
         let c = &self.config;
         sc.logits.clear();
         if seqs.is_empty() {
@@ -44,16 +59,27 @@ impl Decoder {
                 });
             }
         }
-        // Row ranges and positions of each sequence in the combined batch.
-        let mut spans = Vec::with_capacity(seqs.len());
+        // Row ranges and positions of each sequence in the combined batch, prompt rows first:
+        // the matmul route gives the batch's first `n_prompt` rows the GEMM.
+        let is_prompt = |i: &usize| seqs[*i].role == TokenRole::Prompt;
+        let rows_order: Vec<usize> = (0..seqs.len())
+            .filter(is_prompt)
+            .chain((0..seqs.len()).filter(|i| !is_prompt(i)))
+            .collect();
+        let mut spans = vec![(0, 0, 0); seqs.len()];
         let mut pos = Vec::new();
-        let mut n = 0;
-        for s in seqs.iter() {
+        let (mut n, mut n_prompt) = (0, 0);
+        for &i in &rows_order {
+            let s = &seqs[i];
             let pos0 = s.kv.len();
-            spans.push((n, s.tokens.len(), pos0));
+            spans[i] = (n, s.tokens.len(), pos0);
             pos.extend(pos0..pos0 + s.tokens.len());
             n += s.tokens.len();
+            if s.role == TokenRole::Prompt {
+                n_prompt += s.tokens.len();
+            }
         }
+        let route = BatchInvariant::with_gemm_rows(n_prompt);
         let d = c.n_embd;
         let Scratch {
             x,
@@ -73,7 +99,7 @@ impl Decoder {
         } = sc;
 
         x.resize(n * d, 0.0);
-        let all_tokens = seqs.iter().flat_map(|s| s.tokens.iter());
+        let all_tokens = rows_order.iter().flat_map(|&i| seqs[i].tokens.iter());
         for (row, &id) in x.chunks_exact_mut(d).zip(all_tokens) {
             self.tok_embd.row(id as usize, row)?;
             if let Some(s) = c.embed_scale {
@@ -196,6 +222,8 @@ impl Decoder {
                     up: wu,
                     down: wd,
                 } => {
+                    // The expert gather reorders rows: every row takes the row kernels.
+                    let _rows = BatchInvariant::enter();
                     self.experts(
                         pool, h, n, wr, wg, wu, wd, router, moe_x, moe_y, gate, up, o,
                     )?;
@@ -210,7 +238,10 @@ impl Decoder {
             s.kv.advance(m);
         }
 
-        // Only each sequence's last row goes through the output projection.
+        // Only each sequence's last row goes through the output projection, on the row
+        // kernels (these rows are not the batch's, so the prompt-rows route does not apply).
+        drop(route);
+        let _rows = BatchInvariant::enter();
         h.clear();
         for &(r0, m, _) in &spans {
             h.extend_from_slice(&x[(r0 + m - 1) * d..(r0 + m) * d]);
