@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+pub use ferrite_engine::batch::TokenRole;
+
 /// Index of a slot: one independent sequence with its own KV-cache region, `0..n_slots`.
 pub type SlotId = usize;
 
@@ -16,6 +18,10 @@ pub struct BatchItem<'a> {
     pub slot: SlotId,
     /// Tokens to append to the slot's sequence (one while decoding, many while prefilling).
     pub tokens: &'a [u32],
+    /// Prompt tokens, or the token sampled at the previous step. A backend may compute the
+    /// two differently (the engine's prompts take its faster prompt path), as long as a
+    /// slot's results depend only on its own tokens and their roles, never on its batch.
+    pub role: TokenRole,
 }
 
 /// A failed forward pass; the scheduler fails the requests of the batch and clears their slots.
@@ -44,7 +50,9 @@ pub trait BatchBackend: Send {
     /// Forgets everything the slot holds.
     fn clear_slot(&mut self, slot: SlotId);
     /// Keeps the first `n_keep` tokens of the slot's sequence and forgets the rest (prompt
-    /// caching: a new request that shares a prefix with what the slot holds starts from there).
+    /// caching: a new request that shares a prefix with what the slot holds starts from there;
+    /// the scheduler only keeps tokens that were fed as prompt, so that a reply is the same
+    /// with or without a cache hit).
     fn truncate_slot(&mut self, slot: SlotId, n_keep: usize);
 }
 

@@ -38,7 +38,7 @@ impl BatchBackend for EngineBackend {
         self.ms.model().config().n_vocab
     }
     fn forward(&mut self, items: &[BatchItem<'_>]) -> Result<Vec<Vec<f32>>, BackendError> {
-        let items: Vec<(usize, &[u32])> = items.iter().map(|i| (i.slot, i.tokens)).collect();
+        let items: Vec<_> = items.iter().map(|i| (i.slot, i.tokens, i.role)).collect();
         self.ms
             .eval(&items)
             .map_err(|e| BackendError(e.to_string()))

@@ -9,7 +9,9 @@
 //! So greedy decoding of `"x!"` gives `"abc…z"` then stops, and of `"A"` runs until
 //! `max_tokens`.
 
-use crate::backend::{BackendError, BatchBackend, BatchItem, ChatMessage, SlotId, TextCodec};
+use crate::backend::{
+    BackendError, BatchBackend, BatchItem, ChatMessage, SlotId, TextCodec, TokenRole,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,8 @@ pub struct FakeStats {
     pub max_items: AtomicUsize,
     /// Tokens processed in total (prompt reuse lowers it).
     pub tokens: AtomicUsize,
+    /// Of those, the tokens fed as prompt ([`TokenRole::Prompt`]).
+    pub prompt_tokens: AtomicUsize,
 }
 
 /// The toy model: per-slot token histories stand for the KV cache.
@@ -120,6 +124,11 @@ impl BatchBackend for FakeBackend {
             self.stats
                 .tokens
                 .fetch_add(item.tokens.len(), Ordering::Relaxed);
+            if item.role == TokenRole::Prompt {
+                self.stats
+                    .prompt_tokens
+                    .fetch_add(item.tokens.len(), Ordering::Relaxed);
+            }
             out.push(fake_logits(slot));
         }
         Ok(out)

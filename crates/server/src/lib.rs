@@ -21,5 +21,7 @@ pub mod request;
 pub mod scheduler;
 pub mod text;
 
-pub use backend::{BackendError, BatchBackend, BatchItem, ChatMessage, SlotId, TextCodec};
+pub use backend::{
+    BackendError, BatchBackend, BatchItem, ChatMessage, SlotId, TextCodec, TokenRole,
+};
 pub use http::{serve, ServerOptions};

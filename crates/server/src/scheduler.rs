@@ -6,7 +6,9 @@
 //! 1. takes new jobs, drops queued or running jobs whose client went away (the event channel is
 //!    closed: a disconnect frees its slot within one step),
 //! 2. gives free slots to queued jobs in arrival order, preferring the free slot whose cached
-//!    tokens share the longest prefix with the prompt (prompt caching),
+//!    prompt tokens share the longest prefix with the prompt (prompt caching; tokens a slot
+//!    decoded are not reused, as the backend computes them with other arithmetic than
+//!    prompt tokens and a cache hit must not change a reply),
 //! 3. runs ONE forward over every active slot: one new token per decoding slot, and prompt
 //!    chunks of prefilling slots within a token budget,
 //! 4. samples per slot with its own [`ferrite_engine::sampling::Sampler`] (seeded per request)
@@ -15,7 +17,7 @@
 //! Nothing here blocks the async runtime: events go through unbounded tokio channels (bounded in
 //! practice by `max_tokens ≤ n_ctx` per job).
 
-use crate::backend::{BatchBackend, BatchItem, TextCodec};
+use crate::backend::{BatchBackend, BatchItem, TextCodec, TokenRole};
 use crate::text::TextStream;
 use ferrite_engine::sampling::{log_softmax, top_logprobs, Sampler, SamplerConfig};
 use std::collections::VecDeque;
@@ -213,7 +215,28 @@ pub fn spawn(
 struct Slot {
     /// Tokens the backend holds for this slot.
     cached: Vec<u32>,
+    /// How many leading `cached` tokens were fed as prompt: the part a new prompt may reuse.
+    prompt_len: usize,
+    /// The logits after those `prompt_len` tokens, kept from the forward pass that fed the
+    /// last of them: a new prompt equal to them (a regenerated reply) samples from these
+    /// without a forward pass.
+    prompt_logits: Option<Vec<f32>>,
     active: Option<Active>,
+}
+
+impl Slot {
+    /// The cached tokens a new prompt may start from.
+    fn reusable(&self) -> &[u32] {
+        &self.cached[..self.prompt_len]
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.cached.truncate(n);
+        if n < self.prompt_len {
+            self.prompt_len = n;
+            self.prompt_logits = None;
+        }
+    }
 }
 
 struct Active {
@@ -224,6 +247,17 @@ struct Active {
     generated: Vec<u32>,
     text: TextStream,
     cached_tokens: usize,
+}
+
+impl Active {
+    /// What `pending` holds: the prompt until the first token is sampled, then that token.
+    fn role(&self) -> TokenRole {
+        if self.generated.is_empty() {
+            TokenRole::Prompt
+        } else {
+            TokenRole::Decoded
+        }
+    }
 }
 
 struct Scheduler {
@@ -318,7 +352,7 @@ impl Scheduler {
                 message: msg.to_string(),
             });
             self.backend.clear_slot(i);
-            self.slots[i].cached.clear();
+            self.slots[i].truncate(0);
             self.release();
         }
     }
@@ -367,7 +401,7 @@ impl Scheduler {
             // Longest shared prefix wins; on a tie, the emptiest slot (keeps other caches).
             let (slot, lcp) = free
                 .iter()
-                .map(|&i| (i, common_prefix(&self.slots[i].cached, &job.prompt)))
+                .map(|&i| (i, common_prefix(self.slots[i].reusable(), &job.prompt)))
                 .max_by(|a, b| {
                     a.1.cmp(&b.1).then(
                         self.slots[b.0]
@@ -377,10 +411,16 @@ impl Scheduler {
                     )
                 })
                 .unwrap_or((free[0], 0));
-            // At least one prompt token must be fed to get logits.
-            let keep = lcp.min(job.prompt.len() - 1);
+            // At least one prompt token must be fed to get logits, unless the slot kept the
+            // logits after exactly this prompt.
+            let whole = lcp == job.prompt.len() && self.slots[slot].prompt_logits.is_some();
+            let keep = if whole {
+                lcp
+            } else {
+                lcp.min(job.prompt.len() - 1)
+            };
             self.backend.truncate_slot(slot, keep);
-            self.slots[slot].cached.truncate(keep);
+            self.slots[slot].truncate(keep);
             self.stats
                 .prompt_tokens
                 .fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
@@ -396,6 +436,10 @@ impl Scheduler {
                 cached_tokens: keep,
                 job,
             });
+            if whole {
+                let logits = self.slots[slot].prompt_logits.clone().unwrap_or_default();
+                self.sample(slot, &logits);
+            }
         }
     }
 
@@ -429,6 +473,7 @@ impl Scheduler {
                     self.slots[i].active.as_ref().map(|a| BatchItem {
                         slot: i,
                         tokens: &a.pending[..take],
+                        role: a.role(),
                     })
                 })
                 .collect();
@@ -452,9 +497,16 @@ impl Scheduler {
             let Some(a) = slot.active.as_mut() else {
                 continue;
             };
+            let prompt = a.role() == TokenRole::Prompt && slot.prompt_len == slot.cached.len();
             slot.cached.extend(a.pending.drain(..take));
+            if prompt {
+                slot.prompt_len = slot.cached.len();
+            }
             if a.pending.is_empty() {
                 self.sample(i, &logits);
+            }
+            if prompt {
+                self.slots[i].prompt_logits = Some(logits);
             }
         }
     }

@@ -6,7 +6,7 @@ use common::*;
 use ferrite_server::fake::{fake_logits, FAKE_BOS, FAKE_EOS};
 use ferrite_server::ServerOptions;
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const ALPHABET: &str = "abcdefghijklmnopqrstuvwxyz";
 
@@ -237,13 +237,11 @@ fn a_repeated_prompt_reuses_the_cached_prefix() {
         a["choices"], b["choices"],
         "a cache hit must not change the output"
     );
+    // The whole prompt is cached with the logits after it: only the generated tokens are
+    // fed back.
     let plen = 1 + "Tell me the alphabet!".len();
-    assert_eq!(
-        b["usage"]["prompt_tokens_details"]["cached_tokens"],
-        plen - 1
-    );
-    // One prompt token (for the logits) + the generated tokens fed back.
-    assert!(fed <= 1 + 8, "fed {fed} tokens");
+    assert_eq!(b["usage"]["prompt_tokens_details"]["cached_tokens"], plen);
+    assert!(fed < 8, "fed {fed} tokens");
     // A different prompt sharing a prefix reuses the shared part only.
     let c = post(
         srv.addr,
@@ -256,6 +254,26 @@ fn a_repeated_prompt_reuses_the_cached_prefix() {
         1 + "Tell me ".len()
     );
     assert_eq!(c["choices"][0]["text"], "ab");
+}
+
+#[test]
+fn only_prompt_tokens_are_reused_from_the_cache() {
+    // A slot's decoded tokens were computed another way than prompt tokens (the engine's
+    // row kernels instead of its prompt GEMM): a prompt that continues an earlier prompt
+    // and its reply reuses the earlier prompt only and feeds the reply again, as prompt.
+    let srv = start(1, 256, 0, ServerOptions::default());
+    let fed = |k: &AtomicUsize| k.load(Ordering::Relaxed);
+    let first = json!({"prompt": "x!", "max_tokens": 5, "temperature": 0});
+    let a = post(srv.addr, "/v1/completions", &first).json();
+    assert_eq!(a["choices"][0]["text"], "abcde");
+    // BOS x ! as prompt, then a b c d fed back one by one (e ends the reply unfed).
+    assert_eq!(fed(&srv.stats.prompt_tokens), 3);
+    assert_eq!(fed(&srv.stats.tokens), 3 + 4);
+    let next = json!({"prompt": "x!abcde", "max_tokens": 2, "temperature": 0});
+    let b = post(srv.addr, "/v1/completions", &next).json();
+    assert_eq!(b["choices"][0]["text"], "fg");
+    assert_eq!(b["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
+    assert_eq!(fed(&srv.stats.prompt_tokens), 3 + 5);
 }
 
 #[test]
