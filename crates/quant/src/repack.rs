@@ -402,6 +402,73 @@ fn unpack_group(ty: GgmlType, from: &[u8], blocks: &mut [u8]) {
     }
 }
 
+/// Decodes the first `nb` blocks of a packed Q4_K or Q6_K row straight into the panel
+/// GEMM's form: one code per element in `q` and per group `d` and `m`, exactly what
+/// `gemm::decode::decode_row` gives for the ggml row, without rebuilding the ggml blocks
+/// (that detour cost the GEMM's short batches most of their time). `false`, and nothing
+/// written, for other types.
+pub(crate) fn decode_k_row(
+    ty: GgmlType,
+    src: &[u8],
+    nb: usize,
+    q: &mut [u8],
+    d: &mut [f32],
+    m: &mut [f32],
+) -> bool {
+    let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+    let group_bytes = match ty {
+        GgmlType::Q4_K => K_GROUP * Q4_K_BYTES,
+        GgmlType::Q6_K => K_GROUP * Q6_K_BYTES,
+        _ => return false,
+    };
+    for b in 0..nb {
+        let (group, half) = (
+            &src[b / K_GROUP * group_bytes..][..group_bytes],
+            b % K_GROUP,
+        );
+        // Sub-block `s` of block `b` is lane `8·half + s`: its elements 4c..4c+4 and
+        // 16+4c..16+4c+4 are the low and high halves of bytes 4·lane.. of chunk c.
+        let lanes = (0..8).map(|s| (s, 8 * half + s));
+        if ty == GgmlType::Q4_K {
+            let (codes, header) = group.split_at(256);
+            let (dd, dmin) = (f16_at(header, 4 * half), f16_at(header, 4 * half + 2));
+            for (s, lane) in lanes {
+                let g = 8 * b + s;
+                let (sc, mn) = Q4KHeader::get(header, lane);
+                (d[g], m[g]) = (dd * sc as f32, -(dmin * mn as f32));
+                let out = &mut q[32 * g..32 * g + 32];
+                for c in 0..4 {
+                    for i in 0..4 {
+                        let v = codes[64 * c + 4 * lane + i];
+                        (out[4 * c + i], out[16 + 4 * c + i]) = (v & 0x0f, v >> 4);
+                    }
+                }
+            }
+        } else {
+            let (low, rest) = group.split_at(256);
+            let (high, rest) = rest.split_at(128);
+            let (scales, dd) = (&rest[..32], f16_at(&rest[32..], 2 * half));
+            for (s, lane) in lanes {
+                for (j, sc) in [(2 * s, scales[lane]), (2 * s + 1, scales[16 + lane])] {
+                    let g = 16 * b + j;
+                    let v = dd * f32::from(sc as i8);
+                    (d[g], m[g]) = (v, -32.0 * v);
+                }
+                let out = &mut q[256 * b + 32 * s..][..32];
+                for c in 0..4 {
+                    for i in 0..4 {
+                        let at = 4 * lane + i;
+                        let (v, h0, h1) = (low[64 * c + at], high[at], high[64 + at]);
+                        out[4 * c + i] = (v & 0x0f) | ((h0 >> (2 * c)) & 3) << 4;
+                        out[16 + 4 * c + i] = (v >> 4) | ((h1 >> (2 * c)) & 3) << 4;
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
 /// Packs `n_rows` consecutive ggml rows of `k` elements (`src`) into `dst`, row by row.
 ///
 /// # Panics
@@ -483,6 +550,39 @@ mod tests {
         assert!((8..16).all(|lane| Q4KHeader::get(header, lane) == (0, 0)));
         assert!((0..8).any(|lane| Q4KHeader::get(header, lane) != (0, 0)));
         assert!((0..4).all(|c| packed[64 * c + 32..64 * c + 64].iter().all(|&v| v == 0)));
+    }
+
+    #[test]
+    fn k_rows_decode_from_the_packed_layout_as_from_ggml_blocks() {
+        let mut rng = Rng::new(14);
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            let g = crate::gemm::group_size(ty).unwrap();
+            for nb in 1..=5 {
+                let k = 256 * nb;
+                let w = random_weights(&mut rng, ty, k);
+                let mut packed = vec![0xaa; packed_row_bytes(ty, k).unwrap()];
+                pack_row(ty, &w, &mut packed);
+                let mut want = (vec![0u8; k], vec![0f32; k / g], vec![0f32; k / g]);
+                crate::gemm::decode::decode_row(ty, &w, &mut want.0, &mut want.1, &mut want.2);
+                let mut got = (
+                    vec![0xaau8; k],
+                    vec![f32::NAN; k / g],
+                    vec![f32::NAN; k / g],
+                );
+                assert!(decode_k_row(
+                    ty, &packed, nb, &mut got.0, &mut got.1, &mut got.2
+                ));
+                assert_eq!(got, want, "{ty} with {nb} blocks");
+            }
+        }
+        assert!(!decode_k_row(
+            GgmlType::Q4_0,
+            &[],
+            0,
+            &mut [],
+            &mut [],
+            &mut []
+        ));
     }
 
     #[test]
