@@ -262,6 +262,7 @@ pub(crate) fn matmul(
         acts.fill(pool, kern.act, x, k, n_b, g);
         let acts = &*acts;
         let out = SharedMut(y.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
         if simd && n_b < ROWWISE_BELOW {
             let n_chunks = n_rows.div_ceil(PANEL_ROWS);
             pool.run_chunks(n_chunks, |c| {
@@ -335,6 +336,7 @@ impl Acts {
 /// Weight rows `rows` times every activation row, with the SIMD microkernel's arithmetic
 /// (integer sums per group, then per group one multiply and two fused multiply-adds in the
 /// same order) but no panel: each weight row is decoded once and used at once.
+#[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn rowwise(
     ty: GgmlType,
@@ -366,15 +368,14 @@ fn rowwise(
             let row = &w[r * row_bytes..(r + 1) * row_bytes];
             decode_weight_row(ty, layout.packed, row, k, unpacked, rows_q, row_d, row_m);
             for b in 0..n_b {
-                let v = group_sums(
-                    rows_q,
-                    row_d,
-                    row_m,
+                let (a, da, sa) = (
                     &acts.codes[b * k..(b + 1) * k],
                     &acts.da[b * ng..(b + 1) * ng],
                     &acts.sa[b * ng..(b + 1) * ng],
-                    g,
                 );
+                // SAFETY: the caller runs this only where `available()` confirmed AVX-512
+                // VNNI; every slice holds `k` codes or `k / g` groups, as sized above.
+                let v = unsafe { x86::group_sums(rows_q, row_d, row_m, a, da, sa, g) };
                 // SAFETY: weight row r belongs to this call alone (the caller hands each
                 // range of rows out once); b < n_b and r < n_rows keep the index inside `y`,
                 // which outlives the call.
@@ -382,81 +383,6 @@ fn rowwise(
             }
         }
     });
-}
-
-/// `Σ_groups (Σ q·a)·(d·da) + m·sa`, each group's two terms added with a fused
-/// multiply-add in the order of [`x86::panel_tile`], so the result is that lane's, bit for
-/// bit.
-fn group_sums(q: &[u8], d: &[f32], m: &[f32], a: &[i8], da: &[f32], sa: &[f32], g: usize) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if Isa::best() >= Isa::Avx512Vnni {
-        // SAFETY: the features were detected.
-        return unsafe { group_sums_avx512(q, d, m, a, da, sa, g) };
-    }
-    group_sums_any(q, d, m, a, da, sa, g)
-}
-
-/// [`group_sums_any`] with each group's integer sum as one `vpdpbusd` and a horizontal add
-/// (the compiler's widening loop took 60% of a short batch's time); the float steps are the
-/// same `mul_add`s, one instruction each here.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn group_sums_avx512(
-    q: &[u8],
-    d: &[f32],
-    m: &[f32],
-    a: &[i8],
-    da: &[f32],
-    sa: &[f32],
-    g: usize,
-) -> f32 {
-    use std::arch::x86_64::*;
-    debug_assert!(g == 16 || g == 32);
-    debug_assert!(q.len() == a.len() && q.len() / g <= d.len().min(m.len()));
-    let (qp, ap) = (q.as_ptr(), a.as_ptr());
-    let mut acc = 0f32;
-    for grp in 0..q.len() / g {
-        let at = grp * g;
-        let lanes = if g == 32 {
-            let qv = _mm256_loadu_si256(qp.add(at) as *const __m256i);
-            let av = _mm256_loadu_si256(ap.add(at) as *const __m256i);
-            let s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qv, av);
-            _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s))
-        } else {
-            let qv = _mm_loadu_si128(qp.add(at) as *const __m128i);
-            let av = _mm_loadu_si128(ap.add(at) as *const __m128i);
-            _mm_dpbusd_epi32(_mm_setzero_si128(), qv, av)
-        };
-        let pairs = _mm_add_epi32(lanes, _mm_unpackhi_epi64(lanes, lanes));
-        let isum = _mm_cvtsi128_si32(_mm_add_epi32(pairs, _mm_srli_epi64::<32>(pairs)));
-        acc = (isum as f32).mul_add(d[grp] * da[grp], acc);
-        acc = m[grp].mul_add(sa[grp], acc);
-    }
-    acc
-}
-
-#[inline(always)]
-fn group_sums_any(
-    q: &[u8],
-    d: &[f32],
-    m: &[f32],
-    a: &[i8],
-    da: &[f32],
-    sa: &[f32],
-    g: usize,
-) -> f32 {
-    let mut acc = 0f32;
-    let groups = q.chunks_exact(g).zip(a.chunks_exact(g));
-    for (((qg, ag), (&d, &m)), (&da, &sa)) in groups.zip(d.iter().zip(m)).zip(da.iter().zip(sa)) {
-        let isum: i32 = qg
-            .iter()
-            .zip(ag)
-            .map(|(&q, &a)| i32::from(q) * i32::from(a))
-            .sum();
-        acc = (isum as f32).mul_add(d * da, acc);
-        acc = m.mul_add(sa, acc);
-    }
-    acc
 }
 
 /// `tile[t][r]` = row `r` of the panel · activation row `b0 + t`, for `t < nt`.
