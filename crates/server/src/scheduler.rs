@@ -413,8 +413,11 @@ impl Scheduler {
                 .unwrap_or((free[0], 0));
             // At least one prompt token must be fed to get logits, unless the slot kept the
             // logits after exactly this prompt.
-            let whole = lcp == job.prompt.len() && self.slots[slot].prompt_logits.is_some();
-            let keep = if whole {
+            let kept = &self.slots[slot];
+            let logits = (lcp == job.prompt.len() && lcp == kept.prompt_len)
+                .then(|| kept.prompt_logits.clone())
+                .flatten();
+            let keep = if logits.is_some() {
                 lcp
             } else {
                 lcp.min(job.prompt.len() - 1)
@@ -436,8 +439,7 @@ impl Scheduler {
                 cached_tokens: keep,
                 job,
             });
-            if whole {
-                let logits = self.slots[slot].prompt_logits.clone().unwrap_or_default();
+            if let Some(logits) = logits {
                 self.sample(slot, &logits);
             }
         }

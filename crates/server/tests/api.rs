@@ -274,6 +274,12 @@ fn only_prompt_tokens_are_reused_from_the_cache() {
     assert_eq!(b["choices"][0]["text"], "fg");
     assert_eq!(b["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
     assert_eq!(fed(&srv.stats.prompt_tokens), 3 + 5);
+    // A strict prefix of the cached prompt has no kept logits: its last token is fed again.
+    let prefix = json!({"prompt": "x!ab", "max_tokens": 2, "temperature": 0});
+    let c = post(srv.addr, "/v1/completions", &prefix).json();
+    assert_eq!(c["choices"][0]["text"], "cd");
+    assert_eq!(c["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+    assert_eq!(fed(&srv.stats.prompt_tokens), 3 + 5 + 1);
 }
 
 #[test]
