@@ -144,6 +144,18 @@ fn bench_matmul(c: &mut Criterion, kind: &str, n_b: usize, types: &[GgmlType]) {
                             .unwrap()
                     })
                 });
+                if n_b == 1 {
+                    // A one-token prompt piece in the server: the GEMM's arithmetic on one
+                    // row, so that it gets the bits the prompt's other tokens get.
+                    let id = BenchmarkId::new(format!("{ty}-packed-gemm-row"), "rowwise");
+                    g.bench_function(id, |b| {
+                        let _rows = BatchInvariant::with_gemm_rows(1);
+                        b.iter(|| {
+                            matmul_packed(&pool, ty, black_box(&pw), n, k, black_box(&x), 1, &mut y)
+                                .unwrap()
+                        })
+                    });
+                }
                 if n_b > 1 {
                     // What the server's batches (prompt chunks included) run: the row
                     // kernels, which give every row the bits it gets alone.

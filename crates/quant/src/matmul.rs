@@ -706,7 +706,6 @@ mod tests {
         // batch size, the split and the thread count. Where the CPU has the GEMM, the two
         // routes must really differ (else this test could not see a row take the wrong one).
         let mut rng = Rng::new(12);
-        let k = 512;
         let n_rows = 37;
         let pools: Vec<ThreadPool> = [1, 2].into_iter().map(ThreadPool::new).collect();
         let mut cases: Vec<(GgmlType, bool)> = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K]
@@ -714,7 +713,13 @@ mod tests {
             .map(|ty| (ty, false))
             .collect();
         cases.extend(crate::repack::PACKED_TYPES.into_iter().map(|ty| (ty, true)));
-        for (ty, packed) in cases {
+        // Row lengths: whole packed groups, and (576: 18 blocks; 768: 3 k-blocks) a short or
+        // padded last group with a group count that is not a multiple of 16.
+        let cases = cases.into_iter().flat_map(|(ty, packed)| {
+            let odd = if ty.block_size() == 256 { 768 } else { 576 };
+            [(ty, packed, 512), (ty, packed, odd)]
+        });
+        for (ty, packed, k) in cases {
             let w: Vec<u8> = (0..n_rows)
                 .flat_map(|_| random_weights(&mut rng, ty, k))
                 .collect();
@@ -737,7 +742,7 @@ mod tests {
                 y
             };
             let (by_gemm, by_rows) = (alone(true), alone(false));
-            let what = format!("{ty} packed={packed}");
+            let what = format!("{ty} packed={packed} k={k}");
             if crate::gemm::available() && crate::gemm::group_size(ty).is_some() {
                 assert_ne!(
                     by_gemm, by_rows,

@@ -16,9 +16,10 @@
 //! 512-bit `vpdpbusd` per cycle (the unit's limit there); 512-bit panels were ~10% faster than
 //! 256-bit ones of eight rows on the 1B model's prompts.
 //!
-//! A single activation row (a prompt's one-token remainder under
-//! [`crate::matmul::BatchInvariant`]) skips the interleaving and runs the same arithmetic
-//! on one decoded weight row at a time, bit for bit the microkernel's.
+//! A few activation rows (a short prompt piece under [`crate::matmul::BatchInvariant`])
+//! skip the panels, which would decode every weight for them: packed weights are read in
+//! place by [`few`], others decoded one row at a time ([`rowwise`], one activation row
+//! only). Both run the microkernel's arithmetic, bit for bit.
 //!
 //! Activations are quantized exactly as the row kernels quantize them (the weight type's
 //! partner format: Q8_0, Q8_1 or Q8_K), then spread into codes plus per-group `da` (the
@@ -26,6 +27,8 @@
 //! the same sum of the same integers; only the float summation order differs.
 
 pub(crate) mod decode;
+#[cfg(target_arch = "x86_64")]
+mod few;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -228,13 +231,24 @@ thread_local! {
     static ACTS: RefCell<Acts> = RefCell::new(Acts::default());
     static ACT_Q: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
+    #[cfg(target_arch = "x86_64")]
+    static REGROUPED: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
+    #[cfg(target_arch = "x86_64")]
+    static FEW: RefCell<few::Scratch> = RefCell::new(few::Scratch::default());
 }
 
-/// Below this many activation rows, [`matmul`] skips the panels and runs their arithmetic
-/// weight row by weight row ([`rowwise`]). Measured on the 1.1B Q4_0 model behind the
-/// server (2 threads, one step's matmuls): one row 114 ms this way against ~180 ms through
-/// panels; from two rows the panels' shared decoding wins (three rows 200 ms this way,
-/// ~160 ms through panels), as decoding every weight dominates both.
+/// Below this many activation rows, packed weights skip the panels and are read in place
+/// ([`few`]). Measured behind the server on the 1.1B Q4_0 model (2 threads, a prompt
+/// piece after a cached prompt): 8 tokens 113 ms this way against 152 ms through panels,
+/// 12 tokens 136 against 172, 16 tokens 178 against 195; Q4_K_M 12 tokens 165 ms.
+const FEW_BELOW: usize = 16;
+
+/// Below this many activation rows, weights [`few`] does not read (ggml layout) skip the
+/// panels and run their arithmetic weight row by weight row ([`rowwise`]). Measured on the
+/// 1.1B Q4_0 model behind the server (unpacked, 2 threads, one step's matmuls): one row
+/// 114 ms this way against ~180 ms through panels; from two rows the panels' shared
+/// decoding wins (three rows 200 ms this way, ~160 ms through panels), as decoding every
+/// weight dominates both.
 const ROWWISE_BELOW: usize = 2;
 
 /// `y[b * n_rows + r] = Σ_i W[r][i] · x[b * k + i]`, as [`crate::matmul::matmul`], through
@@ -262,6 +276,11 @@ pub(crate) fn matmul(
         acts.fill(pool, kern.act, x, k, n_b, g);
         let acts = &*acts;
         let out = SharedMut(y.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        if simd && layout.packed && few::supported(kern.ty) && n_b < FEW_BELOW {
+            few_rows(pool, kern.ty, w, row_bytes, n_rows, k, g, acts, n_b, out);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if simd && n_b < ROWWISE_BELOW {
             let n_chunks = n_rows.div_ceil(PANEL_ROWS);
@@ -331,6 +350,69 @@ impl Acts {
             })
         });
     }
+}
+
+/// All of `y` through [`few::matmul_rows`]: [`few::ROWS`] weight rows per chunk of work, at most
+/// [`few::MAX_ROWS`] activation rows per pass.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn few_rows(
+    pool: &ThreadPool,
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    n_rows: usize,
+    k: usize,
+    g: usize,
+    acts: &Acts,
+    n_b: usize,
+    out: SharedMut<f32>,
+) {
+    REGROUPED.with(|regrouped| {
+        let mut regrouped = regrouped.borrow_mut();
+        let stride = few::regrouped_len(ty, k);
+        regrouped.resize(n_b * stride, 0);
+        for (b, dst) in regrouped.chunks_exact_mut(stride).enumerate() {
+            few::regroup(ty, &acts.codes[b * k..(b + 1) * k], dst);
+        }
+        let regrouped = &*regrouped;
+        pool.run_chunks(n_rows.div_ceil(few::ROWS), |c| {
+            let rows = c * few::ROWS..((c + 1) * few::ROWS).min(n_rows);
+            FEW.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                for b0 in (0..n_b).step_by(few::MAX_ROWS) {
+                    let nb = few::MAX_ROWS.min(n_b - b0);
+                    // SAFETY: the caller runs this only where `available()` confirmed
+                    // AVX-512 VNNI (F16C comes with it); `w` holds packed rows of `ty`
+                    // (the caller's layout), `acts` and `regrouped` all `n_b` rows.
+                    let y = unsafe {
+                        few::matmul_rows(
+                            ty,
+                            w,
+                            row_bytes,
+                            rows.clone(),
+                            k,
+                            g,
+                            acts,
+                            regrouped,
+                            stride,
+                            b0,
+                            nb,
+                            &mut scratch,
+                        )
+                    };
+                    for (b, yb) in y.iter().enumerate().take(nb) {
+                        for (r, &v) in rows.clone().zip(yb) {
+                            // SAFETY: weight rows `rows` belong to this chunk alone (each
+                            // chunk index is handed out once); b0 + b < n_b and r < n_rows
+                            // keep the index inside `y`, which outlives the call.
+                            unsafe { *out.get().add((b0 + b) * n_rows + r) = v };
+                        }
+                    }
+                }
+            })
+        });
+    });
 }
 
 /// Weight rows `rows` times every activation row, with the SIMD microkernel's arithmetic

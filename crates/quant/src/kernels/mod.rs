@@ -13,7 +13,7 @@ pub mod vec;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 #[cfg(target_arch = "x86_64")]
-mod zmm;
+pub(crate) mod zmm;
 
 use std::sync::OnceLock;
 

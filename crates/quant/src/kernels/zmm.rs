@@ -338,7 +338,7 @@ pub(super) unsafe fn q8_0_planar(w: &[u8], a: &[u8]) -> f32 {
 /// scale, FMA) is one register per four blocks, half what [`blocks32`] spends. A row's
 /// short last group is read with masked loads: its absent blocks decode as zero codes with
 /// scale 0 against the activations' zero padding, so they add exactly nothing.
-trait Packed {
+pub(crate) trait Packed {
     /// Bytes per block.
     const BLOCK_BYTES: usize;
     /// Bytes of a packed group of four blocks.
@@ -353,9 +353,9 @@ trait Packed {
     unsafe fn offset_term(neg8: __m512i) -> __m512i;
 }
 
-struct Q4_0Packed;
-struct Q5_0Packed;
-struct Q8_0Packed;
+pub(crate) struct Q4_0Packed;
+pub(crate) struct Q5_0Packed;
+pub(crate) struct Q8_0Packed;
 
 #[inline(always)]
 unsafe fn f16x4(p: *const u8) -> __m128 {
@@ -637,7 +637,7 @@ pub(super) unsafe fn q4_k_packed<const M: usize, const N: usize>(
 /// A packed Q4_K group's header ([`crate::repack`]): its 16 sub-blocks' 6-bit scales and
 /// mins, one per 32-bit lane, and `[d₀, dmin₀, d₁, dmin₁]`.
 #[inline(always)]
-unsafe fn q4_k_group_header(h: *const u8) -> (__m512i, __m512i, __m128) {
+pub(crate) unsafe fn q4_k_group_header(h: *const u8) -> (__m512i, __m512i, __m128) {
     let dd = _mm_cvtph_ps(_mm_loadl_epi64(h as *const __m128i));
     let low = _mm_loadu_si128(h.add(8) as *const __m128i);
     // Each byte's own two top bits to bits 4..6: 32-bit lane k rotated left by 4 - 2k.
