@@ -3,15 +3,16 @@
 # llama.cpp's llama-bench on the same files and thread counts, interleaved per model and
 # repetition so that machine noise hits both alike; prints a ratio table (ferrite / llama.cpp
 # tokens/s; > 1 means ferrite is faster) and, for several thread counts, how each one scales.
-# Usage: LLAMA_BENCH=... scripts/bench.sh [-p 512] [-n 128] [-t 2] [-r 3] [-k ROUNDS] MODEL.gguf...
+# Usage: LLAMA_BENCH=... scripts/bench.sh [-p 512] [-n 128] [-d 0] [-t 2] [-r 3] [-k ROUNDS] MODEL.gguf...
+# (-d: context depth, tokens already cached when each test starts; comma-separated for several)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-p=512 n=128 t=2 r=3 k=1
-while getopts "p:n:t:r:k:" o; do
-  case $o in p) p=$OPTARG ;; n) n=$OPTARG ;; t) t=$OPTARG ;; r) r=$OPTARG ;; k) k=$OPTARG ;; *) exit 2 ;; esac
+p=512 n=128 d=0 t=2 r=3 k=1
+while getopts "p:n:d:t:r:k:" o; do
+  case $o in p) p=$OPTARG ;; n) n=$OPTARG ;; d) d=$OPTARG ;; t) t=$OPTARG ;; r) r=$OPTARG ;; k) k=$OPTARG ;; *) exit 2 ;; esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { echo "usage: $0 [-p N] [-n N] [-t T[,T]] [-r R] [-k ROUNDS] MODEL.gguf..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [-p N] [-n N] [-d D[,D]] [-t T[,T]] [-r R] [-k ROUNDS] MODEL.gguf..." >&2; exit 2; }
 cargo build -q --release -p ferrite-cli
 ferrite=./target/release/ferrite
 out=$(mktemp -d)
@@ -20,10 +21,10 @@ echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'); threads $t; ferrite ISA: ${F
 for round in $(seq "$k"); do
   for m in "$@"; do
     echo "round $round: ferrite $m" >&2
-    "$ferrite" bench "$m" -p "$p" -n "$n" -t "$t" -r "$r" --json > "$out/f-$round-$(basename "$m").json"
+    "$ferrite" bench "$m" -p "$p" -n "$n" -d "$d" -t "$t" -r "$r" --json > "$out/f-$round-$(basename "$m").json"
     if [ -n "${LLAMA_BENCH:-}" ]; then
       echo "round $round: llama.cpp $m" >&2
-      "$LLAMA_BENCH" -m "$m" -p "$p" -n "$n" -t "$t" -r "$r" -o json > "$out/l-$round-$(basename "$m").json" 2>/dev/null
+      "$LLAMA_BENCH" -m "$m" -p "$p" -n "$n" -d "$d" -t "$t" -r "$r" -o json > "$out/l-$round-$(basename "$m").json" 2>/dev/null
     fi
   done
 done
@@ -36,6 +37,8 @@ for f in sorted(glob.glob(os.path.join(d, "*.json"))):
     for e in json.load(open(f)):
         name = os.path.basename(e["model_filename"])
         test = e.get("test") or (f"pp{e['n_prompt']}" if e["n_prompt"] else f"tg{e['n_gen']}")
+        if e.get("n_depth") and "@" not in test:
+            test += f" @ d{e['n_depth']}"
         rows.setdefault((name, e["n_threads"], test), {}).setdefault(who, []).extend(e["samples_ts"])
 print(f"| model | threads | test | ferrite t/s | llama.cpp t/s | ratio |")
 print(f"| --- | ---: | --- | ---: | ---: | ---: |")

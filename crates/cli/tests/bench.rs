@@ -48,6 +48,37 @@ fn json_report_has_one_entry_per_test_and_thread_count() {
 }
 
 #[test]
+fn depth_runs_each_test_after_that_many_cached_tokens() {
+    let model = ferrite_testdata::smollm2();
+    let m = model.to_str().unwrap();
+    let out = ferrite(&[
+        "bench", m, "-p", "8", "-n", "3", "-d", "0,16", "-r", "1", "-t", "1", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<(String, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["test"].as_str().unwrap().to_string(),
+                r["n_depth"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [("pp8", 0), ("tg3", 0), ("pp8 @ d16", 16), ("tg3 @ d16", 16)]
+            .map(|(t, d)| (t.to_string(), d))
+    );
+}
+
+#[test]
 fn bad_arguments_are_refused_with_a_message() {
     let out = ferrite(&["bench"]);
     assert!(!out.status.success());

@@ -2,8 +2,11 @@
 //! `llama-bench` so the two can be compared on the same files and thread counts.
 //!
 //! `ppN`: N prompt tokens evaluated in one call (batches of 512), from an empty context, no
-//! sampling. `tgN`: N tokens evaluated one at a time from an empty context. Each test runs
-//! once to warm up, then `-r` times; tokens are pseudo-random ids (seeded), as in llama-bench.
+//! sampling. `tgN`: N tokens evaluated one at a time from an empty context. With `-d D`
+//! (`ppN @ dD`, `tgN @ dD`) the context first holds D tokens, evaluated once per test and
+//! untimed, and each repetition starts again from them: attention then reads D cached
+//! positions per token, the long-conversation case. Each test runs once to warm up, then
+//! `-r` times; tokens are pseudo-random ids (seeded), as in llama-bench.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +38,15 @@ pub struct Args {
         default_value = "128"
     )]
     n_gen: Vec<usize>,
+    /// Context depth: tokens already in the KV cache when each test starts (untimed).
+    /// Comma-separated for several.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    n_depth: Vec<usize>,
     /// Thread counts, e.g. `-t 1,2` (default: physical cores).
     #[arg(short = 't', long = "threads", value_delimiter = ',')]
     threads: Vec<usize>,
@@ -99,6 +111,7 @@ struct Sample {
     threads: usize,
     n_prompt: usize,
     n_gen: usize,
+    n_depth: usize,
     ts: Vec<f64>,
 }
 
@@ -153,19 +166,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let info = model_info(path, &model);
         let n_vocab = model.config().n_vocab;
         for &t in &threads {
-            let mut tests: Vec<(usize, usize)> = Vec::new();
-            tests.extend(args.n_prompt.iter().filter(|&&p| p > 0).map(|&p| (p, 0)));
-            tests.extend(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
-            for (np, ng) in tests {
+            let mut tests: Vec<(usize, usize, usize)> = Vec::new();
+            for &depth in &args.n_depth {
+                tests.extend(
+                    args.n_prompt
+                        .iter()
+                        .filter(|&&p| p > 0)
+                        .map(|&p| (p, 0, depth)),
+                );
+                tests.extend(
+                    args.n_gen
+                        .iter()
+                        .filter(|&&n| n > 0)
+                        .map(|&n| (0, n, depth)),
+                );
+            }
+            for (np, ng, depth) in tests {
                 let mut session = model.session(SessionOptions {
-                    n_ctx: Some((np + ng).max(16)),
+                    n_ctx: Some((depth + np + ng).max(16)),
                     n_threads: Some(t),
                     ..SessionOptions::default()
                 })?;
                 let toks = tokens(np.max(ng), n_vocab, 1234);
+                if depth > 0 {
+                    session.eval(&tokens(depth, n_vocab, 4321))?;
+                }
                 let mut ts = Vec::new();
                 for rep in 0..=args.reps {
-                    session.reset();
+                    session.truncate(depth);
                     let start = Instant::now();
                     if np > 0 {
                         session.eval(&toks[..np])?;
@@ -179,15 +207,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         ts.push((np + ng) as f64 / secs);
                     }
                 }
+                let test = if np > 0 {
+                    format!("pp{np}")
+                } else {
+                    format!("tg{ng}")
+                };
                 let s = Sample {
-                    test: if np > 0 {
-                        format!("pp{np}")
+                    test: if depth > 0 {
+                        format!("{test} @ d{depth}")
                     } else {
-                        format!("tg{ng}")
+                        test
                     },
                     threads: t,
                     n_prompt: np,
                     n_gen: ng,
+                    n_depth: depth,
                     ts,
                 };
                 if !args.json {
@@ -213,6 +247,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "test": s.test,
                     "n_prompt": s.n_prompt,
                     "n_gen": s.n_gen,
+                    "n_depth": s.n_depth,
                     "avg_ts": m,
                     "stddev_ts": sd,
                     "samples_ts": s.ts,
