@@ -1,6 +1,6 @@
 //! Attention on the KV cache at the shapes that matter: one generated token (SmolLM2's 9
 //! query heads over 3 KV heads of 64; Gemma 3 270M's 4 over 1 of 256) at short and long
-//! context, and a 512-token prompt. Throughput is multiply-adds (q·k and p·v) per second,
+//! (up to 4096 positions) context, and a 512-token prompt. Throughput is multiply-adds (q·k and p·v) per second,
 //! counted as 2 FLOP each.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -10,10 +10,16 @@ use ferrite_quant::matmul::ThreadPool;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("attention");
-    let pool = ThreadPool::new(1);
+    // Threads: FERRITE_BENCH_THREADS (default 1), as in the kernel benchmarks.
+    let threads = std::env::var("FERRITE_BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let pool = ThreadPool::new(threads);
     let shapes = [
         ("smollm2", 9, 3, 64, 1, 64),
         ("smollm2", 9, 3, 64, 1, 512),
+        ("smollm2", 9, 3, 64, 1, 4095),
         ("gemma3", 4, 1, 256, 1, 512),
         ("smollm2", 9, 3, 64, 512, 0),
     ];

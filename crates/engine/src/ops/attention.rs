@@ -52,6 +52,12 @@ const MAX_ROWS: usize = 64;
 /// Units with fewer query rows than this put keys, not rows, in the vector lanes.
 const ROWS_AS_LANES: usize = 16;
 
+/// What reading and converting a unit's K and V tiles costs, in units of one query row's
+/// multiply-adds over them. Measured with the attention bench (one token over 4096
+/// positions, SmolLM2's 3 heads per KV head): a unit of three heads took 1.4× one of a
+/// single head, so the fixed part is about four rows' worth.
+const KV_TILE_COST: usize = 4;
+
 /// Per-thread tiles, reused across calls.
 #[derive(Default)]
 struct Tiles {
@@ -261,13 +267,20 @@ pub fn attention(
         .div_ceil(want)
         .clamp(1, (MAX_ROWS / group).max(1))
         .min(n_tok);
-    // With one token per unit and still too few units (generation, few KV heads), split
-    // the heads of a group too.
+    // With one token per unit (generation), a group's heads may be split over several
+    // units to occupy the threads. But each unit pays for reading and converting its K and
+    // V tiles, the bulk of its time, while each further head adds only its multiply-adds:
+    // pick the split with the least estimated time, rounds of units × (that fixed cost +
+    // heads per unit).
     let hs = if bq == 1 {
+        let time = |d: usize| {
+            let units = n_tok * p.n_head_kv * (group / d);
+            units.div_ceil(threads) * (KV_TILE_COST + d)
+        };
         (1..=group)
-            .rev()
             .filter(|&d| group.is_multiple_of(d))
-            .find(|d| n_tok * p.n_head_kv * (group / d) >= want)
+            .rev()
+            .min_by_key(|&d| time(d))
             .unwrap_or(1)
     } else {
         group
