@@ -8,7 +8,7 @@
 //! The exception is matrices of the types whose fastest kernels read a packed layout on this
 //! CPU ([`ferrite_quant::repack`]: Q4_0, Q5_0, Q8_0, Q4_K and Q6_K with AVX-512 VNNI, whose
 //! packed kernels stream 1.6-2.1× more bytes per second). Those are packed once at load into a buffer of the same size
-//! (backed by huge pages where the OS has them: [`PackedRows`]), and
+//! (backed by huge pages where the OS has them: `PackedRows`), and
 //! the mapping's pages of the original are dropped ([`GgufFile::release_tensor_pages`]), so
 //! memory stays one copy of the model. Files read into memory (`--no-mmap`) are not packed:
 //! there the original could not be dropped. `FERRITE_REPACK=0` turns packing off.

@@ -51,7 +51,7 @@ thread_local! {
 /// While alive, every [`matmul`] called from this thread computes each activation row the
 /// same way whatever else is in its batch and however the batch was cut.
 ///
-/// By default a row's arithmetic depends on its batch: batches of [`GEMM_MIN_BATCH`] rows
+/// By default a row's arithmetic depends on its batch: batches of `GEMM_MIN_BATCH` rows
 /// or more go through the panel GEMM, smaller ones through the row kernels, and the two
 /// add the same integer products in a different float order, so a row's result differs
 /// in its last bits between them. Within each of the two, a row's result depends on that

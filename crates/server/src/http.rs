@@ -2,7 +2,7 @@
 //! graceful shutdown.
 //!
 //! Handlers never run inference: they validate, tokenize (on tokio's blocking pool), submit jobs
-//! to the [`scheduler`](crate::scheduler) and turn its events into OpenAI responses.
+//! to the [`scheduler`] and turn its events into OpenAI responses.
 
 use crate::backend::{BatchBackend, TextCodec};
 use crate::metrics::Metrics;

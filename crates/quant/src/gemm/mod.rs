@@ -18,7 +18,7 @@
 //!
 //! A few activation rows (a short prompt piece under [`crate::matmul::BatchInvariant`])
 //! skip the panels, which would decode every weight for them: packed weights are read in
-//! place by [`few`], others decoded one row at a time ([`rowwise`], one activation row
+//! place by `few`, others decoded one row at a time (`rowwise`, one activation row
 //! only). Both run the microkernel's arithmetic, bit for bit.
 //!
 //! Activations are quantized exactly as the row kernels quantize them (the weight type's

@@ -1,5 +1,5 @@
 //! f32 vector primitives for the engine's non-matmul operations (attention's `q·k` and
-//! `Σ p·v`, and the tiles of [`tile`]): the engine is compiled for baseline x86-64, where
+//! `Σ p·v`, and the tiles of `tile`): the engine is compiled for baseline x86-64, where
 //! these loops get 128-bit SSE at best, so they are dispatched here to AVX-512 / AVX2
 //! versions chosen at run time.
 

@@ -2,7 +2,7 @@
 //! 8-bit multiply-accumulate becomes one `vpdpbusd` (on 256-bit registers, as llama.cpp does;
 //! wider vectors do not help a memory-bound matrix-vector product with 32-element blocks).
 //!
-//! Every kernel body is generic over the multiply-accumulate flavour ([`Mac`]) and over the
+//! Every kernel body is generic over the multiply-accumulate flavour (`Mac`) and over the
 //! number of activation rows `N` it handles per pass: the weight block is loaded and decoded
 //! once and multiplied into `N` accumulators (prompt batches use `N = TILE`). The bodies are
 //! `#[inline(always)]` and are only ever inlined into the `#[target_feature]` wrappers below,
