@@ -30,7 +30,9 @@ use ferrite_gguf::GgmlType;
 
 use super::{Acts, PANEL_ROWS};
 use crate::kernels::layout::{Q4_0_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES};
-use crate::kernels::zmm::{q4_k_group_header, Packed, Q4_0Packed, Q5_0Packed, Q8_0Packed};
+use crate::kernels::zmm::{
+    q4_k_group_header, Packed, Q4_0Packed, Q5_0Packed, Q8_0Packed, K_MIN, K_SCALE,
+};
 use crate::repack::{GROUP, K_GROUP};
 
 /// Activation rows one pass handles (their integer sums stay in registers per weight row).
@@ -307,20 +309,16 @@ unsafe fn insert128(v: __m512, x: __m128, i: usize) -> __m512 {
     }
 }
 
-/// Lanes 0..8 take element 0 of a four-float vector, lanes 8..16 element 2 (and the next
-/// table elements 1 and 3): a packed k-quant group's per-block `d` and `dmin`.
-static K_D: [u32; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2];
-static K_DMIN: [u32; 16] = [1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3];
-
 /// One packed Q4_K row of `nb` blocks: per packed group its 16 sub-blocks of 32 are 16
 /// groups, lane `l` = group `l`. `D = d·sc`, `M = -(dmin·mn)`.
 #[inline(always)]
 unsafe fn row_q4_k(p: *const u8, nb: usize, x: &[*const i8; MAX_ROWS], n_b: usize, out: &RowOut) {
     const BYTES: usize = K_GROUP * Q4_K_BYTES;
     let m4 = _mm512_set1_epi8(0x0f);
+    // Lanes of block 0 take `[d₀, dmin₀, d₁, dmin₁]`'s element 0 (1), block 1's element 2 (3).
     let (k_d, k_dmin) = (
-        _mm512_loadu_si512(K_D.as_ptr() as *const __m512i),
-        _mm512_loadu_si512(K_DMIN.as_ptr() as *const __m512i),
+        _mm512_load_si512(K_SCALE.0.as_ptr() as *const __m512i),
+        _mm512_load_si512(K_MIN.0.as_ptr() as *const __m512i),
     );
     for grp in 0..nb.div_ceil(K_GROUP) {
         let wp = p.add(grp * BYTES);

@@ -466,7 +466,7 @@ impl Packed for Q8_0Packed {
 static SPREAD4: Lanes = Lanes([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
 
 #[repr(align(64))]
-struct Lanes([u32; 16]);
+pub(crate) struct Lanes(pub(crate) [u32; 16]);
 
 /// `M` packed rows `w` (of one matrix: the same length) against `N` grouped activation
 /// rows (as many blocks, padded to whole groups). Each (weight row, activation row) pair
@@ -559,9 +559,9 @@ packed_entry!(q8_0_packed, Q8_0Packed);
 
 /// Lanes 0..8 take element 0 of a four-float vector, lanes 8..16 element 2: in a k-quant
 /// group, block 0's and block 1's `d · d_a`.
-static K_SCALE: Lanes = Lanes([0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2]);
+pub(crate) static K_SCALE: Lanes = Lanes([0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2]);
 /// Elements 1 and 3 likewise: Q4_K's `dmin · d_a / 32`.
-static K_MIN: Lanes = Lanes([1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3]);
+pub(crate) static K_MIN: Lanes = Lanes([1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3]);
 
 /// `M` packed Q4_K rows ([`crate::repack`]) against `N` [`super::ActType::Q8_KGrouped`]
 /// rows (`M` and the bitwise agreement as in [`packed`]). A group is two blocks whose 16
