@@ -8,7 +8,7 @@
 //! on the 1B shape one activation row took 14× the generation kernel's time, decoding and
 //! copying being 57% of it. Here the weights are read as the generation kernels read them.
 //!
-//! How: sixteen weight rows at a time. For each row, the generation kernels' loads and
+//! How: sixty-four weight rows per call, in sets of sixteen. For each row, the generation kernels' loads and
 //! `vpdpbusd` leave per-group integer sums, one group per lane; those, and each group's `D`
 //! and `M` (`w = D·q + M`, computed with the float operations of
 //! [`super::decode`]), go to a row-major scratch. Then, sixteen groups at a time, 16×16
@@ -29,7 +29,7 @@ use std::ptr::read_unaligned;
 use ferrite_gguf::GgmlType;
 
 use super::{Acts, PANEL_ROWS};
-use crate::kernels::layout::{Q4_0_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES};
+use crate::kernels::layout::{Q4_K_BYTES, Q6_K_BYTES};
 use crate::kernels::zmm::{
     q4_k_group_header, Packed, Q4_0Packed, Q5_0Packed, Q8_0Packed, K_MIN, K_SCALE,
 };
@@ -46,21 +46,18 @@ pub(super) fn supported(ty: GgmlType) -> bool {
     )
 }
 
-/// `(elements, bytes)` of one packed group of `ty` (the unit the weight loops step by).
-fn packed_group(ty: GgmlType) -> (usize, usize) {
+/// Elements of one packed group of `ty` (the unit the weight loops step by).
+fn group_elems(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q4_0 => (32 * GROUP, Q4_0_BYTES * GROUP),
-        GgmlType::Q5_0 => (32 * GROUP, Q5_0_BYTES * GROUP),
-        GgmlType::Q8_0 => (32 * GROUP, Q8_0_BYTES * GROUP),
-        GgmlType::Q4_K => (256 * K_GROUP, Q4_K_BYTES * K_GROUP),
-        GgmlType::Q6_K => (256 * K_GROUP, Q6_K_BYTES * K_GROUP),
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => 32 * GROUP,
+        GgmlType::Q4_K | GgmlType::Q6_K => 256 * K_GROUP,
         _ => unreachable!("{ty} is not supported here"),
     }
 }
 
 /// Bytes of one activation row's codes in [`regroup`]'s layout, for rows of `k` elements.
 pub(super) fn regrouped_len(ty: GgmlType, k: usize) -> usize {
-    let (elems, _) = packed_group(ty);
+    let elems = group_elems(ty);
     k.div_ceil(elems) * elems
 }
 
@@ -71,7 +68,7 @@ pub(super) fn regrouped_len(ty: GgmlType, k: usize) -> usize {
 /// - Q4_K, Q6_K: per group of two blocks, eight 64-byte registers; register `t` holds
 ///   elements `4t..4t + 4` of each 32-element sub-block, sub-block `l` in 32-bit lane `l`.
 pub(super) fn regroup(ty: GgmlType, a: &[i8], out: &mut [i8]) {
-    let (elems, _) = packed_group(ty);
+    let elems = group_elems(ty);
     out.fill(0);
     let k = a.len();
     for (g, dst) in out.chunks_exact_mut(elems).enumerate() {
