@@ -29,6 +29,7 @@ use std::ptr::read_unaligned;
 use ferrite_gguf::GgmlType;
 
 use super::{Acts, PANEL_ROWS};
+use crate::kernels::act::k_grouped;
 use crate::kernels::layout::{Q4_K_BYTES, Q6_K_BYTES};
 use crate::kernels::zmm::{
     q4_k_group_header, Packed, Q4_0Packed, Q5_0Packed, Q8_0Packed, K_MIN, K_SCALE,
@@ -86,11 +87,10 @@ pub(super) fn regroup(ty: GgmlType, a: &[i8], out: &mut [i8]) {
                 }
             }
         } else {
-            for t in 0..8 {
-                for lane in 0..16 {
-                    for i in 0..4 {
-                        put(64 * t + 4 * lane + i, 32 * lane + 4 * t + i);
-                    }
+            // The values' places in a Q8_KGrouped activation group (its first 512 bytes).
+            for b in 0..K_GROUP {
+                for e in 0..256 {
+                    put(k_grouped::value(b, e), 256 * b + e);
                 }
             }
         }
