@@ -731,7 +731,9 @@ mod tests {
                 w
             };
             let product = if packed { matmul_packed } else { matmul };
-            let n_max = 12;
+            // More rows than `gemm::FEW_BELOW`, so that the by-size product below runs the
+            // panels themselves and the few-row paths are checked against them.
+            let n_max = 20;
             let x: Vec<f32> = (0..n_max).flat_map(|_| random_acts(&mut rng, k)).collect();
             let alone = |gemm: bool| -> Vec<f32> {
                 let _route = BatchInvariant::with_gemm_rows(usize::from(gemm));
@@ -743,6 +745,7 @@ mod tests {
             };
             let (by_gemm, by_rows) = (alone(true), alone(false));
             let what = format!("{ty} packed={packed} k={k}");
+            assert!(n_max >= crate::gemm::FEW_BELOW);
             if crate::gemm::available() && crate::gemm::group_size(ty).is_some() {
                 assert_ne!(
                     by_gemm, by_rows,

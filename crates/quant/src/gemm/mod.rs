@@ -241,7 +241,7 @@ thread_local! {
 /// ([`few`]). Measured behind the server on the 1.1B Q4_0 model (2 threads, a prompt
 /// piece after a cached prompt): 8 tokens 113 ms this way against 152 ms through panels,
 /// 12 tokens 136 against 172, 16 tokens 178 against 195; Q4_K_M 12 tokens 165 ms.
-const FEW_BELOW: usize = 16;
+pub(crate) const FEW_BELOW: usize = 16;
 
 /// Below this many activation rows, weights [`few`] does not read (ggml layout) skip the
 /// panels and run their arithmetic weight row by weight row ([`rowwise`]). Measured on the
