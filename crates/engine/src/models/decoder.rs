@@ -176,7 +176,7 @@ impl std::fmt::Debug for Decoder {
 impl Decoder {
     /// Maps the file's tensors for `config`. Nothing is dequantized except 1-D vectors.
     pub fn load(file: Arc<GgufFile>, config: ModelConfig) -> Result<Decoder> {
-        let t = Tensors { file };
+        let t = Tensors::new(file);
         let c = &config;
         let d = c.n_embd;
         let tok_embd = t.mapped_matrix("token_embd.weight", d, c.n_vocab)?;
@@ -185,7 +185,7 @@ impl Decoder {
         } else {
             // Tied: lookups read the file's rows, the output product a packed copy (where
             // packing pays; the file's pages are then dropped and lookups fault in a few).
-            tok_embd.clone().packed_for_kernels()
+            t.packed(tok_embd.clone())
         };
         let output_norm = t.vector("output_norm.weight", d)?;
         let rope_freqs = match c.layers.iter().find_map(|l| l.rope) {
