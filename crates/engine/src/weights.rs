@@ -5,13 +5,19 @@
 //! is ever dequantized wholesale. Only 1-D vectors (norm weights, biases) are converted to f32
 //! at load time, because they are tiny and used element-wise.
 //!
-//! The exception is matrices of the types whose fastest kernels read a packed layout on this
-//! CPU ([`ferrite_quant::repack`]: Q4_0, Q5_0, Q8_0, Q4_K and Q6_K with AVX-512 VNNI, whose
-//! packed kernels stream 1.6-2.1× more bytes per second). Those are packed once at load into a buffer of the same size
-//! (backed by huge pages where the OS has them: `PackedArena`), and
-//! the mapping's pages of the original are dropped ([`GgufFile::release_tensor_pages`]), so
-//! memory stays one copy of the model. Files read into memory (`--no-mmap`) are not packed:
-//! there the original could not be dropped. `FERRITE_REPACK=0` turns packing off.
+//! Matrices the forward pass multiplies with are the exception: [`Tensors::matrix`] copies
+//! them out of the mapping once at load, into one region per model (`WeightArena`) backed
+//! by huge pages where the OS has them, laid out in the order the model loads them (which
+//! is the order generation reads them), and drops the mapping's pages of the original
+//! ([`GgufFile::release_tensor_pages`]), so memory stays one copy of the model. Generation
+//! streams every weight once per token: from the file's 4 KiB pages that is a TLB miss
+//! every 4 KiB and a new prefetch stream per matrix. Matrices of the types whose fastest
+//! kernels read a packed layout on this CPU ([`ferrite_quant::repack`]: Q4_0, Q5_0, Q8_0,
+//! Q4_K and Q6_K with AVX-512 VNNI, whose packed kernels stream 1.6-2.1× more bytes per
+//! second) are packed as they are copied, into the same number of bytes; the others keep
+//! the file's bytes. Files read into memory (`--no-mmap`) are used in place: there the
+//! original could not be dropped. `FERRITE_REPACK=0` copies without packing and
+//! `FERRITE_COPY=0` leaves matrices in the mapping, for comparisons.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -31,11 +37,14 @@ use crate::ops::act_quant;
 pub struct Weight {
     file: Arc<GgufFile>,
     info: TensorInfo,
-    /// The rows in this weight: bytes of the tensor's data, or of `packed` when set.
+    /// The rows in this weight: bytes of the tensor's data, or of `copy` when set.
     range: Range<usize>,
-    /// The memory holding this tensor packed for the kernels ([`ferrite_quant::repack`]),
-    /// when it is; `range` is then the tensor's bytes within it.
-    packed: Option<Arc<PackedRegion>>,
+    /// The memory holding this tensor's copy out of the file ([`Tensors::matrix`]), when
+    /// it has one; `range` is then the tensor's bytes within it.
+    copy: Option<Arc<WeightRegion>>,
+    /// Whether the copy is packed for the kernels ([`ferrite_quant::repack`]) rather than
+    /// the file's bytes.
+    packed: bool,
     pub ty: GgmlType,
     pub k: usize,
     pub n_rows: usize,
@@ -59,7 +68,7 @@ impl Weight {
     /// The bytes of this matrix as the kernels read them: the file's (zero-copy), or the
     /// packed rows.
     pub fn bytes(&self) -> &[u8] {
-        match &self.packed {
+        match &self.copy {
             Some(p) => p.slice(self.range.clone()),
             None => &self.file.tensor_data(&self.info)[self.range.clone()],
         }
@@ -67,12 +76,12 @@ impl Weight {
 
     /// Whether the rows are packed ([`ferrite_quant::repack`]) rather than the file's.
     pub fn is_packed(&self) -> bool {
-        self.packed.is_some()
+        self.packed
     }
 
     fn row_bytes(&self) -> usize {
         // Validated when the weight was made (and packing keeps whole blocks).
-        let bytes = if self.packed.is_some() {
+        let bytes = if self.packed {
             ferrite_quant::repack::packed_row_bytes(self.ty, self.k)
         } else {
             self.ty.row_bytes(self.k as u64).map(|b| b as usize)
@@ -80,34 +89,31 @@ impl Weight {
         bytes.unwrap_or(0)
     }
 
-    /// This weight with its rows packed for the kernels into `arena`, where that pays on
-    /// this CPU (see the module docs); otherwise itself. Packs the whole tensor, so call it
-    /// before [`Weight::rows`].
-    fn packed_into(self, arena: &PackedArena) -> Weight {
+    /// This weight copied out of the file into `arena`, with its rows packed for the
+    /// kernels where that pays on this CPU (see the module docs); itself where the file
+    /// was read into memory or copying is off. Copies the whole tensor, so call it before
+    /// [`Weight::rows`].
+    fn copied_into(self, arena: &WeightArena) -> Weight {
         use ferrite_quant::repack;
         let whole = self.range == (0..self.info.n_bytes as usize);
-        if self.packed.is_some()
-            || !whole
-            || !self.file.is_mapped()
-            || !repack::worth_packing(self.ty)
-        {
+        if self.copy.is_some() || !whole || !self.file.is_mapped() || !copying_on() {
             return self;
         }
-        let Some(prb) = repack::packed_row_bytes(self.ty, self.k) else {
-            return self;
+        let (ty, k) = (self.ty, self.k);
+        let packed_row_bytes =
+            repack::packed_row_bytes(ty, k).filter(|_| repack::worth_packing(ty));
+        let src = self.bytes();
+        let (region, range) = match packed_row_bytes {
+            Some(prb) => arena.copy(&self.file, self.n_rows * prb, |dst| {
+                pack_in_parallel(ty, k, src, dst, prb)
+            }),
+            None => arena.copy(&self.file, src.len(), |dst| dst.copy_from_slice(src)),
         };
-        let (region, range) = arena.pack(
-            &self.file,
-            self.ty,
-            self.k,
-            self.bytes(),
-            self.n_rows * prb,
-            prb,
-        );
         self.file.release_tensor_pages(&self.info);
         Weight {
             range,
-            packed: Some(region),
+            copy: Some(region),
+            packed: packed_row_bytes.is_some(),
             ..self
         }
     }
@@ -129,11 +135,7 @@ impl Weight {
             rounded = r;
             &rounded
         };
-        let product = if self.packed.is_some() {
-            matmul_packed
-        } else {
-            matmul
-        };
+        let product = if self.packed { matmul_packed } else { matmul };
         product(pool, self.ty, self.bytes(), self.n_rows, self.k, x, n_b, y).map_err(|source| {
             Error::Quant {
                 name: self.info.name.clone(),
@@ -168,7 +170,7 @@ impl Weight {
             .iter_mut()
             .map(|(w, y)| Product {
                 ty: w.ty,
-                packed: w.packed.is_some(),
+                packed: w.packed,
                 w: w.bytes(),
                 n_rows: w.n_rows,
                 y,
@@ -185,7 +187,7 @@ impl Weight {
         let rb = self.row_bytes();
         let mut bytes = &self.bytes()[r * rb..(r + 1) * rb];
         let unpacked: Vec<u8>;
-        if self.packed.is_some() {
+        if self.packed {
             let mut row = vec![0u8; self.ty.row_bytes(self.k as u64).unwrap_or(0) as usize];
             ferrite_quant::repack::unpack_row(self.ty, bytes, &mut row);
             unpacked = row;
@@ -210,23 +212,23 @@ impl Weight {
     }
 }
 
-/// Memory for packed tensors: an anonymous map whose start is 2 MiB-aligned and advised for
+/// Memory for copied matrices: an anonymous map whose start is 2 MiB-aligned and advised for
 /// transparent huge pages. Generation streams every weight once per token; with 4 KiB pages
 /// that is a TLB miss every 4 KiB, and with huge pages one every 2 MiB.
 ///
 /// Tensors are written into it once, each into its own range, before any [`Weight`] reads
-/// that range ([`PackedArena::pack`]), so it hands out raw pointers ([`memmap2::MmapRaw`])
+/// that range ([`WeightArena::pack`]), so it hands out raw pointers ([`memmap2::MmapRaw`])
 /// rather than one slice of the whole map, which later packing would alias.
-pub(crate) struct PackedRegion {
+pub(crate) struct WeightRegion {
     map: memmap2::MmapRaw,
     start: usize,
     len: usize,
 }
 
-impl PackedRegion {
+impl WeightRegion {
     const HUGE_PAGE: usize = 2 << 20;
 
-    fn zeroed(len: usize) -> PackedRegion {
+    fn zeroed(len: usize) -> WeightRegion {
         let huge = len >= Self::HUGE_PAGE;
         let slack = if huge { Self::HUGE_PAGE } else { 0 };
         let Ok(map) = memmap2::MmapMut::map_anon((len + slack).max(1)) else {
@@ -246,14 +248,14 @@ impl PackedRegion {
             let whole = len / Self::HUGE_PAGE * Self::HUGE_PAGE;
             let _ = map.advise_range(memmap2::Advice::HugePage, start, whole);
         }
-        PackedRegion { map, start, len }
+        WeightRegion { map, start, len }
     }
 
-    /// The bytes of `range`, which [`PackedArena::pack`] has written and handed out.
+    /// The bytes of `range`, which [`WeightArena::pack`] has written and handed out.
     fn slice(&self, range: Range<usize>) -> &[u8] {
         assert!(range.start <= range.end && range.end <= self.len);
         // SAFETY: the range lies inside the map (checked above; `start + len` is within it
-        // by construction), which lives as long as `self`. Only `PackedArena::pack` writes
+        // by construction), which lives as long as `self`. Only `WeightArena::pack` writes
         // to the map, each range once and before the range is handed out, so nothing
         // writes these bytes while the slice lives.
         unsafe {
@@ -262,56 +264,58 @@ impl PackedRegion {
     }
 }
 
-/// Where one model's packed matrices go: carved one after another, in load order, from a
-/// single [`PackedRegion`] sized at the first packing for every tensor the file could
-/// pack. One region instead of one map per matrix gives matrices smaller than a huge page
-/// (all of SmolLM2's) huge pages too, and lays each layer's matrices out in the order
-/// generation reads them, so the stream from memory runs on across matrices:
-/// SmolLM2 Q4_0 generated 1.19-1.28× more tokens per second (`scripts/ab.sh`, 1 and 2
-/// threads). A matrix that does not fit (none should) gets a region of its own.
-pub(crate) struct PackedArena {
-    next: std::sync::Mutex<Option<(Arc<PackedRegion>, usize)>>,
+/// Where one model's matrices are copied to ([`Weight::copied_into`]): carved one after
+/// another, in load order, from a single [`WeightRegion`] sized at the first copy for every
+/// matrix the file holds. One region instead of one map per matrix gives matrices smaller
+/// than a huge page (all of SmolLM2's) huge pages too, and lays each layer's matrices out
+/// in the order generation reads them, so the stream from memory runs on across matrices.
+/// Measured with `scripts/ab.sh -k 4`, tg64, 1 and 2 threads: packed SmolLM2 Q4_0
+/// 1.13× / 1.10× and Q8_0 1.20× / 1.02× against a map per matrix; Q4_1 (unpacked) 1.08× /
+/// 1.03× against the file's mapping; the 1.1B models, already on huge pages, unchanged.
+/// A matrix that does not fit (none should) gets a region of its own.
+pub(crate) struct WeightArena {
+    next: std::sync::Mutex<Option<(Arc<WeightRegion>, usize)>>,
 }
 
-impl PackedArena {
+impl WeightArena {
     /// Each matrix starts on a cache line.
     const ALIGN: usize = 64;
 
-    fn new() -> PackedArena {
-        PackedArena {
+    fn new() -> WeightArena {
+        WeightArena {
             next: std::sync::Mutex::new(None),
         }
     }
 
-    /// Bytes for every matrix of `file` that [`Weight::packed_into`] could pack.
+    /// Bytes for every matrix of `file` that [`Weight::copied_into`] could copy.
     fn capacity(file: &GgufFile) -> usize {
+        use ferrite_quant::repack;
         file.tensors()
             .iter()
-            .filter(|t| t.dims.len() >= 2 && ferrite_quant::repack::worth_packing(t.ty))
+            .filter(|t| t.dims.len() >= 2)
             .filter_map(|t| {
                 let k = usize::try_from(t.dims[0]).ok()?;
                 let rows = usize::try_from(t.dims.iter().skip(1).product::<u64>()).ok()?;
-                let bytes = ferrite_quant::repack::packed_row_bytes(t.ty, k)?.checked_mul(rows)?;
+                let bytes = match repack::packed_row_bytes(t.ty, k) {
+                    Some(prb) if repack::worth_packing(t.ty) => prb.checked_mul(rows)?,
+                    _ => usize::try_from(t.n_bytes).ok()?,
+                };
                 bytes.checked_next_multiple_of(Self::ALIGN)
             })
             .fold(0usize, usize::saturating_add)
     }
 
-    /// Packs the `src` rows of `ty` (rows of `k` elements) into `len` bytes of this arena
-    /// (of `file`'s capacity) and returns where they are.
-    fn pack(
+    /// `len` bytes of this arena (of `file`'s capacity), filled by `write`: where they are.
+    fn copy(
         &self,
         file: &GgufFile,
-        ty: GgmlType,
-        k: usize,
-        src: &[u8],
         len: usize,
-        packed_row_bytes: usize,
-    ) -> (Arc<PackedRegion>, Range<usize>) {
+        write: impl FnOnce(&mut [u8]),
+    ) -> (Arc<WeightRegion>, Range<usize>) {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let (region, at) = next.get_or_insert_with(|| {
             (
-                Arc::new(PackedRegion::zeroed(Self::capacity(file).max(len))),
+                Arc::new(WeightRegion::zeroed(Self::capacity(file).max(len))),
                 0,
             )
         });
@@ -320,7 +324,7 @@ impl PackedArena {
             *at = (*at + len).next_multiple_of(Self::ALIGN).min(region.len);
             (region.clone(), range)
         } else {
-            (Arc::new(PackedRegion::zeroed(len)), 0..len)
+            (Arc::new(WeightRegion::zeroed(len)), 0..len)
         };
         // SAFETY: `range` lies inside the region's map, and no one else writes or reads it:
         // the arena hands each range out once (under the lock, which is held until the
@@ -331,9 +335,15 @@ impl PackedArena {
                 len,
             )
         };
-        pack_in_parallel(ty, k, src, dst, packed_row_bytes);
+        write(dst);
         (region, range)
     }
+}
+
+/// Whether [`Tensors::matrix`] copies matrices out of the file (`FERRITE_COPY=0` leaves
+/// them in its mapping, unpacked, for comparisons).
+fn copying_on() -> bool {
+    std::env::var("FERRITE_COPY").as_deref() != Ok("0")
 }
 
 /// [`ferrite_quant::repack::pack_rows`] on all cores for large tensors: packing reads the
@@ -367,14 +377,14 @@ fn pack_in_parallel(ty: GgmlType, k: usize, src: &[u8], dst: &mut [u8], packed_r
 pub struct Tensors {
     pub file: Arc<GgufFile>,
     /// Where [`Tensors::matrix`] packs matrices.
-    arena: PackedArena,
+    arena: WeightArena,
 }
 
 impl Tensors {
     pub fn new(file: Arc<GgufFile>) -> Tensors {
         Tensors {
             file,
-            arena: PackedArena::new(),
+            arena: WeightArena::new(),
         }
     }
 
@@ -398,7 +408,7 @@ impl Tensors {
     /// pays on this CPU (see the module docs); otherwise `w` itself. Matrices packed through
     /// one `Tensors` share its memory, laid out in the order they were packed.
     pub fn packed(&self, w: Weight) -> Weight {
-        w.packed_into(&self.arena)
+        w.copied_into(&self.arena)
     }
 
     /// A matrix with ggml dims `[k, n_rows]` (a 3-D tensor `[k, n_rows, n]` is accepted when
@@ -423,7 +433,8 @@ impl Tensors {
         Ok(Weight {
             file: self.file.clone(),
             range: 0..info.n_bytes as usize,
-            packed: None,
+            copy: None,
+            packed: false,
             ty: info.ty,
             k,
             n_rows,
@@ -486,6 +497,32 @@ mod tests {
     }
 
     #[test]
+    fn matrices_of_unpacked_types_are_copied_as_the_file_stores_them() {
+        let pool = ThreadPool::new(2);
+        for ty in ["Q4_1", "Q5_K_S", "F16", "IQ2_XS"] {
+            let t = tiny(ty, true);
+            let name = "blk.0.ffn_up.weight";
+            let dims = t.dims(name).unwrap().to_vec();
+            let (k, n) = (dims[0] as usize, dims[1] as usize);
+            let mapped = t.mapped_matrix(name, k, n).unwrap();
+            let w = t.matrix(name, k, n).unwrap();
+            assert!(w.copy.is_some(), "{ty}: copied out of the file");
+            if ferrite_quant::repack::worth_packing(w.ty) {
+                continue;
+            }
+            assert!(!w.is_packed(), "{ty}");
+            assert_eq!(w.bytes(), mapped.bytes(), "{ty}: the file's bytes");
+            let x: Vec<f32> = (0..k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let (mut want, mut got) = (vec![0f32; n], vec![0f32; n]);
+            mapped.matmul(&pool, &x, 1, &mut want).unwrap();
+            w.matmul(&pool, &x, 1, &mut got).unwrap();
+            assert_eq!(got, want, "{ty}: the same kernel on the same bytes");
+        }
+    }
+
+    #[test]
     fn one_files_packed_matrices_share_one_region_in_load_order() {
         let pool = ThreadPool::new(2);
         let t = tiny("Q4_0", true);
@@ -501,7 +538,7 @@ mod tests {
         let x: Vec<f32> = (0..4096)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
             .collect();
-        let mut region: Option<Arc<PackedRegion>> = None;
+        let mut region: Option<Arc<WeightRegion>> = None;
         let mut end = 0;
         let mut up_packed_result = None;
         for name in names {
@@ -509,7 +546,8 @@ mod tests {
             let (k, n) = (dims[0] as usize, dims[1] as usize);
             let mapped = t.mapped_matrix(name, k, n).unwrap();
             let w = t.matrix(name, k, n).unwrap();
-            let p = w.packed.clone().expect("packed");
+            assert!(w.is_packed(), "{name}");
+            let p = w.copy.clone().expect("copied");
             let first = region.get_or_insert_with(|| p.clone());
             assert!(Arc::ptr_eq(first, &p), "{name}: in the file's one region");
             assert!(
@@ -517,7 +555,7 @@ mod tests {
                 "{name}: after the matrices packed before it"
             );
             assert_eq!(
-                w.range.start % PackedArena::ALIGN,
+                w.range.start % WeightArena::ALIGN,
                 0,
                 "{name}: on a cache line"
             );
@@ -543,7 +581,7 @@ mod tests {
             .collect();
         assert!(again
             .iter()
-            .any(|w| !Arc::ptr_eq(w.packed.as_ref().unwrap(), region.as_ref().unwrap())));
+            .any(|w| !Arc::ptr_eq(w.copy.as_ref().unwrap(), region.as_ref().unwrap())));
         // The same bits as the first packing of it, above.
         let want = up_packed_result.expect("ffn_up multiplied above");
         for w in &again {
