@@ -12,6 +12,13 @@
 //! rows are the vector lanes (`S = K·Qᵀ`, the K tile converted from f16 once); with few
 //! (a generated token), keys are the lanes (`Sᵀ = Q·Kᵀ`), reading the dim-major key cache
 //! ([`KeysView`]) directly. A query's output thus does not depend on how its batch was cut.
+//!
+//! Keys are also cut at every multiple of [`SPAN`] positions: each span runs its own online
+//! softmax, and the spans' `(max, sum, output)` are folded in position order by one function
+//! ([`Span::fold`]). A prompt's unit folds its spans itself; a generated token deep in a
+//! context gives each span to a unit of its own and folds them after the pool job (split-K,
+//! as flash-decoding does), so a few KV heads (SmolLM2's 3, Gemma 3's 1) still occupy every
+//! thread. Both do the same operations on the same values, so the bits do not depend on it.
 
 use std::cell::RefCell;
 
@@ -49,6 +56,10 @@ const BK: usize = KEY_BLOCK;
 /// conversion, few enough that the unit's Qᵀ, scores and output stay in L2.
 const MAX_ROWS: usize = 64;
 
+/// Keys per span: a multiple of [`BK`], fixed (not derived from the thread count or the
+/// batch) so that every query's spans, and so its bits, are the same however it is run.
+const SPAN: usize = 8 * BK;
+
 /// Units with fewer query rows than this put keys, not rows, in the vector lanes.
 const ROWS_AS_LANES: usize = 16;
 
@@ -57,6 +68,10 @@ const ROWS_AS_LANES: usize = 16;
 /// positions, SmolLM2's 3 heads per KV head): a unit of three heads took 1.4× one of a
 /// single head, so the fixed part is about four rows' worth.
 const KV_TILE_COST: usize = 4;
+
+/// What a unit costs beyond its keys (setting up its queries and state, folding), in keys:
+/// a tile's worth. It keeps a span of a few keys from becoming a unit of its own.
+const UNIT_KEYS: usize = BK;
 
 /// Per-thread tiles, reused across calls.
 #[derive(Default)]
@@ -72,6 +87,51 @@ struct Tiles {
     m: Vec<f32>,
     l: Vec<f32>,
     alpha: Vec<f32>,
+    /// The spans folded so far: `[rows, hd_v]` output, maxima and sums ([`Span::fold`]).
+    acc_o: Vec<f32>,
+    acc_m: Vec<f32>,
+    acc_l: Vec<f32>,
+}
+
+/// One query row's online-softmax state over some keys: running maximum `m`, sum of
+/// `exp(s - m)` `l`, and the output `o` weighted by those (not yet divided by `l`).
+struct Span<'a> {
+    m: &'a mut f32,
+    l: &'a mut f32,
+    o: &'a mut [f32],
+}
+
+impl Span<'_> {
+    /// Folds the state of the next span of keys `(m, l, o)` into this one, which holds the
+    /// spans before it (or none: `m = -inf`). The one definition both the units that walk
+    /// several spans and the fold after split-K units use, so they agree to the bit.
+    fn fold(&mut self, m: f32, l: f32, o: &[f32]) {
+        if m == f32::NEG_INFINITY {
+            // No key of the span was visible.
+            return;
+        }
+        if *self.m == f32::NEG_INFINITY {
+            (*self.m, *self.l) = (m, l);
+            self.o.copy_from_slice(o);
+            return;
+        }
+        let mx = self.m.max(m);
+        let (a, b) = ((*self.m - mx).exp(), (m - mx).exp());
+        *self.m = mx;
+        *self.l = *self.l * a + l * b;
+        self.o
+            .iter_mut()
+            .zip(o)
+            .for_each(|(x, &y)| *x = *x * a + y * b);
+    }
+
+    /// The attention output: `o / l`, or 0 where no key was visible (a window of 0).
+    fn finish(&self, out: &mut [f32]) {
+        let inv = if *self.l > 0.0 { 1.0 / *self.l } else { 0.0 };
+        out.iter_mut()
+            .zip(self.o.iter())
+            .for_each(|(d, &s)| *d = s * inv);
+    }
 }
 
 thread_local! {
@@ -98,8 +158,10 @@ struct Plan<'a> {
 
 impl Plan<'_> {
     /// Unit `(b, g, hsub)`: tokens `b·bq..`, heads `g·group + hsub·hs ..+hs`. Writes
-    /// `out[tl][h][hd_v]` for its `nt` tokens and `hs` heads.
-    fn unit(&self, b: usize, g: usize, hsub: usize, out: &mut [f32]) {
+    /// `out[tl][h][hd_v]` for its `nt` tokens and `hs` heads. With `span`, only the keys of
+    /// that span, and `out` gets their state instead: `[rows][hd_v]` outputs (not divided
+    /// by the sums), then `rows` maxima and `rows` sums, to be folded in span order.
+    fn unit(&self, b: usize, g: usize, hsub: usize, span: Option<usize>, out: &mut [f32]) {
         let p = self.p;
         let (hd_k, hd_v) = (p.head_dim_k, p.head_dim_v);
         let t0 = b * self.bq;
@@ -140,91 +202,132 @@ impl Plan<'_> {
                 }
             }
             t.st.resize(BK * rows, 0.0);
-            t.o.clear();
-            t.o.resize(rows * hd_v, 0.0);
-            t.m.clear();
-            t.m.resize(rows, f32::NEG_INFINITY);
-            t.l.clear();
-            t.l.resize(rows, 0.0);
             t.alpha.resize(rows, 0.0);
-            let mut k0 = kstart;
-            while k0 < kend {
-                let nk = BK.min(kend - k0);
-                let st = &mut t.st[..nk * rows];
-                st.fill(0.0);
-                // The score of key j for row r is st[j·js + r·rs].
-                let (js, rs) = if keys_as_lanes { (1, nk) } else { (rows, 1) };
-                if keys_as_lanes {
-                    // Sᵀ = Q·Kᵀ: a B row is one element of nk consecutive keys.
-                    let kt = self.k.elems.slice_from(kbase(k0));
-                    gemm_acc(rows, nk, hd_k, &t.qt, hd_k, 1, kt, kstride, st, nk, None);
-                } else {
-                    // S = K·Qᵀ: all the unit's queries per K element loaded.
-                    let (ka, ka_cs) = match self.k.elems {
-                        KvView::F32(kc) => (&kc[kbase(k0)..], kstride),
-                        KvView::F16(kc) => {
-                            t.kt.resize(hd_k * BK, 0.0);
-                            for (d, row) in t.kt.chunks_exact_mut(BK).enumerate() {
-                                // Uses F16C when the CPU has it.
-                                kc[kbase(k0) + d * kstride..][..nk]
-                                    .convert_to_f32_slice(&mut row[..nk]);
+            t.acc_o.clear();
+            t.acc_o.resize(rows * hd_v, 0.0);
+            t.acc_m.clear();
+            t.acc_m.resize(rows, f32::NEG_INFINITY);
+            t.acc_l.clear();
+            t.acc_l.resize(rows, 0.0);
+            let spans = match span {
+                Some(s) => s..s + 1,
+                None => kstart / SPAN..(kend - 1) / SPAN + 1,
+            };
+            for s in spans {
+                let (k_lo, k_hi) = (kstart.max(s * SPAN), kend.min((s + 1) * SPAN));
+                t.o.clear();
+                t.o.resize(rows * hd_v, 0.0);
+                t.m.clear();
+                t.m.resize(rows, f32::NEG_INFINITY);
+                t.l.clear();
+                t.l.resize(rows, 0.0);
+                let mut k0 = k_lo;
+                while k0 < k_hi {
+                    let nk = BK.min(k_hi - k0);
+                    let st = &mut t.st[..nk * rows];
+                    st.fill(0.0);
+                    // The score of key j for row r is st[j·js + r·rs].
+                    let (js, rs) = if keys_as_lanes { (1, nk) } else { (rows, 1) };
+                    if keys_as_lanes {
+                        // Sᵀ = Q·Kᵀ: a B row is one element of nk consecutive keys.
+                        let kt = self.k.elems.slice_from(kbase(k0));
+                        gemm_acc(rows, nk, hd_k, &t.qt, hd_k, 1, kt, kstride, st, nk, None);
+                    } else {
+                        // S = K·Qᵀ: all the unit's queries per K element loaded.
+                        let (ka, ka_cs) = match self.k.elems {
+                            KvView::F32(kc) => (&kc[kbase(k0)..], kstride),
+                            KvView::F16(kc) => {
+                                t.kt.resize(hd_k * BK, 0.0);
+                                for (d, row) in t.kt.chunks_exact_mut(BK).enumerate() {
+                                    // Uses F16C when the CPU has it.
+                                    kc[kbase(k0) + d * kstride..][..nk]
+                                        .convert_to_f32_slice(&mut row[..nk]);
+                                }
+                                (&t.kt[..], BK)
                             }
-                            (&t.kt[..], BK)
-                        }
-                    };
-                    let q = Elems::F32(&t.qt);
-                    gemm_acc(nk, rows, hd_k, ka, 1, ka_cs, q, rows, st, rows, None);
-                }
-                if let Some(cap) = p.softcap {
-                    st.iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
-                }
-                // Only tiles crossing the diagonal or the window's edge need a mask.
-                let k_last = k0 + nk - 1;
-                if k_last > qp_min || p.window.is_some_and(|w| qp_max - k0 >= w) {
-                    for j in 0..nk {
-                        let kp = k0 + j;
-                        for tl in 0..nt {
-                            let qp = qp_min + tl;
-                            if kp > qp || p.window.is_some_and(|w| qp - kp >= w) {
-                                for hh in 0..hs {
-                                    st[j * js + (tl * hs + hh) * rs] = f32::NEG_INFINITY;
+                        };
+                        let q = Elems::F32(&t.qt);
+                        gemm_acc(nk, rows, hd_k, ka, 1, ka_cs, q, rows, st, rows, None);
+                    }
+                    if let Some(cap) = p.softcap {
+                        st.iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
+                    }
+                    // Only tiles crossing the diagonal or the window's edge need a mask.
+                    let k_last = k0 + nk - 1;
+                    if k_last > qp_min || p.window.is_some_and(|w| qp_max - k0 >= w) {
+                        for j in 0..nk {
+                            let kp = k0 + j;
+                            for tl in 0..nt {
+                                let qp = qp_min + tl;
+                                if kp > qp || p.window.is_some_and(|w| qp - kp >= w) {
+                                    for hh in 0..hs {
+                                        st[j * js + (tl * hs + hh) * rs] = f32::NEG_INFINITY;
+                                    }
                                 }
                             }
                         }
                     }
+                    if keys_as_lanes {
+                        softmax_rows(st, nk, rows, nk, &mut t.m, &mut t.l, &mut t.alpha);
+                    } else {
+                        softmax_tile(st, nk, rows, &mut t.m, &mut t.l, &mut t.alpha);
+                    }
+                    // O[r] = O[r]·α[r] + Σ_j P[r][j]·v_j, V read in its stored type.
+                    gemm_acc(
+                        rows,
+                        hd_v,
+                        nk,
+                        st,
+                        rs,
+                        js,
+                        self.v.slice_from(k0 * vstride + g * hd_v),
+                        vstride,
+                        &mut t.o,
+                        hd_v,
+                        Some(&t.alpha),
+                    );
+                    k0 += nk;
                 }
-                if keys_as_lanes {
-                    softmax_rows(st, nk, rows, nk, &mut t.m, &mut t.l, &mut t.alpha);
-                } else {
-                    softmax_tile(st, nk, rows, &mut t.m, &mut t.l, &mut t.alpha);
+                if span.is_some() {
+                    // A split-K unit: the span's state, folded by the caller.
+                    let (o, ml) = out.split_at_mut(rows * hd_v);
+                    o.copy_from_slice(&t.o);
+                    ml[..rows].copy_from_slice(&t.m);
+                    ml[rows..2 * rows].copy_from_slice(&t.l);
+                    return;
                 }
-                // O[r] = O[r]·α[r] + Σ_j P[r][j]·v_j, V read in its stored type.
-                gemm_acc(
-                    rows,
-                    hd_v,
-                    nk,
-                    st,
-                    rs,
-                    js,
-                    self.v.slice_from(k0 * vstride + g * hd_v),
-                    vstride,
-                    &mut t.o,
-                    hd_v,
-                    Some(&t.alpha),
-                );
-                k0 += nk;
+                let acc = t
+                    .acc_o
+                    .chunks_exact_mut(hd_v)
+                    .zip(&mut t.acc_m)
+                    .zip(&mut t.acc_l);
+                for (r, ((o, m), l)) in acc.enumerate() {
+                    Span { m, l, o }.fold(t.m[r], t.l[r], &t.o[r * hd_v..][..hd_v]);
+                }
             }
-            for ((dst, src), &l) in out
+            let acc = t
+                .acc_o
                 .chunks_exact_mut(hd_v)
-                .zip(t.o.chunks_exact(hd_v))
-                .zip(&t.l)
-            {
-                // l ≥ 1 whenever a key was visible; with none (window 0) the output is 0.
-                let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
-                dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s * inv);
+                .zip(&mut t.acc_m)
+                .zip(&mut t.acc_l);
+            for (dst, ((o, m), l)) in out.chunks_exact_mut(hd_v).zip(acc) {
+                Span { m, l, o }.finish(dst);
             }
         });
     }
+}
+
+/// The time `threads` threads take for units of `costs`, each unit going, in order, to the
+/// thread that is free first (an estimate: beyond 64 threads, as if there were 64).
+fn makespan(costs: impl Iterator<Item = usize>, threads: usize) -> usize {
+    let mut free_at = [0usize; 64];
+    let free_at = &mut free_at[..threads.clamp(1, 64)];
+    for c in costs {
+        if let Some(first) = free_at.iter_mut().min() {
+            *first += c;
+        }
+    }
+    free_at.iter().copied().max().unwrap_or(0)
 }
 
 /// `q`: `[n_tok, n_head·hd_k]` for positions `pos0..pos0+n_tok`; `k`: blocks of
@@ -268,23 +371,43 @@ pub fn attention(
         .clamp(1, (MAX_ROWS / group).max(1))
         .min(n_tok);
     // With one token per unit (generation), a group's heads may be split over several
-    // units to occupy the threads. But each unit pays for reading and converting its K and
-    // V tiles, the bulk of its time, while each further head adds only its multiply-adds:
-    // pick the split with the least estimated time, rounds of units × (that fixed cost +
-    // heads per unit).
-    let hs = if bq == 1 {
-        let time = |d: usize| {
-            let units = n_tok * p.n_head_kv * (group / d);
-            units.div_ceil(threads) * (KV_TILE_COST + d)
+    // units, and on several threads its keys too (split-K, one unit per span), to occupy
+    // the threads. But each unit pays for reading and converting its K and V tiles, the
+    // bulk of its time, while each further head adds only its multiply-adds: pick the cut
+    // with the least estimated time, each unit costing its keys × (that fixed cost + its
+    // heads), dealt to whichever thread is free first as the pool does.
+    let (hs, spans) = if bq == 1 {
+        let kstart = p.window.map_or(0, |w| n_kv.saturating_sub(w)) / BK * BK;
+        let all = kstart / SPAN..(n_kv - 1) / SPAN + 1;
+        let span_keys = |s: usize| n_kv.min((s + 1) * SPAN) - kstart.max(s * SPAN);
+        let time = |d: usize, split: bool| {
+            let head_units = n_tok * p.n_head_kv * (group / d);
+            let per_unit = if split { all.len() } else { 1 };
+            let keys = |i: usize| match split {
+                true => span_keys(all.start + i % per_unit),
+                false => n_kv - kstart,
+            };
+            let costs =
+                (0..head_units * per_unit).map(|i| (keys(i) + UNIT_KEYS) * (KV_TILE_COST + d));
+            makespan(costs, threads)
         };
-        (1..=group)
-            .filter(|&d| group.is_multiple_of(d))
+        let splits: &[bool] = if n_tok == 1 && threads > 1 && all.len() > 1 {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        // Ties go to fewer units: whole groups, then no split.
+        let (d, split) = (1..=group)
             .rev()
-            .min_by_key(|&d| time(d))
-            .unwrap_or(1)
+            .filter(|&d| group.is_multiple_of(d))
+            .flat_map(|d| splits.iter().map(move |&split| (d, split)))
+            .min_by_key(|&(d, split)| time(d, split))
+            .unwrap_or((1, false));
+        (d, if split { all } else { 0..1 })
     } else {
-        group
+        (group, 0..1)
     };
+    let n_spans = spans.len();
     let plan = Plan {
         q,
         k,
@@ -300,9 +423,40 @@ pub fn attention(
     let per_tok = p.n_head_kv * n_hsub;
     let run = |ci: usize, chunk: &mut [f32]| {
         let (b, r) = (ci / per_tok, ci % per_tok);
-        plan.unit(b, r / n_hsub, r % n_hsub, chunk);
+        plan.unit(b, r / n_hsub, r % n_hsub, None, chunk);
     };
     let unit_len = bq * hs * hd_v;
+    if n_spans > 1 {
+        // Split-K: unit (g, hsub, span) leaves its span's state in `stage`; each head then
+        // folds its spans in order.
+        let state_len = hs * (hd_v + 2);
+        STAGE.with(|st| {
+            let mut stage = st.borrow_mut();
+            stage.resize(per_tok * n_spans * state_len, 0.0);
+            pool.run_chunks_mut(&mut stage, state_len, |ci, chunk| {
+                let (r, s) = (ci / n_spans, ci % n_spans);
+                plan.unit(0, r / n_hsub, r % n_hsub, Some(spans.start + s), chunk);
+            });
+            let mut o = vec![0.0; hd_v];
+            for (r, states) in stage.chunks_exact(n_spans * state_len).enumerate() {
+                let heads = &mut out[r * unit_len..][..unit_len];
+                for (hh, dst) in heads.chunks_exact_mut(hd_v).enumerate() {
+                    let (mut m, mut l) = (f32::NEG_INFINITY, 0.0);
+                    let mut acc = Span {
+                        m: &mut m,
+                        l: &mut l,
+                        o: &mut o,
+                    };
+                    for state in states.chunks_exact(state_len) {
+                        let (so, ml) = state.split_at(hs * hd_v);
+                        acc.fold(ml[hh], ml[hs + hh], &so[hh * hd_v..][..hd_v]);
+                    }
+                    acc.finish(dst);
+                }
+            }
+        });
+        return;
+    }
     if bq == 1 {
         // A unit's output (one token, consecutive heads) is a contiguous piece of `out`.
         if threads == 1 {
@@ -475,12 +629,20 @@ mod tests {
 
     /// A query's output is bit-identical however the batch was cut: the whole sequence at
     /// once versus a cached prefix followed by the rest in pieces (down to single tokens),
-    /// with and without a window, on 1 and 2 threads. Greedy serving relies on it (a
-    /// re-sent prompt reuses its cached prefix and must give the same reply).
+    /// with and without a window, on 1 and 2 threads, in one span of keys and across
+    /// several (single tokens on 2 threads then fold split-K units). Greedy serving relies
+    /// on it (a re-sent prompt reuses its cached prefix and must give the same reply).
     #[test]
     fn output_does_not_depend_on_how_the_batch_is_cut() {
         let mut rng = Rng(33);
-        for window in [None, Some(50)] {
+        let short: &[&[usize]] = &[&[37, 149, 150], &[1, 2, 70, 71, 150], &[64, 129, 150]];
+        let long: &[&[usize]] = &[&[600, 1098, 1099, 1100], &[511, 512, 513, 1024, 1025, 1100]];
+        for (n, all_cuts, window) in [
+            (150, short, None),
+            (150, short, Some(50)),
+            (1100, long, None),
+            (1100, long, Some(700)),
+        ] {
             let p = AttnParams {
                 n_head: 9,
                 n_head_kv: 3,
@@ -490,7 +652,6 @@ mod tests {
                 softcap: None,
                 window,
             };
-            let n = 150;
             let q = rng.vec(n * 9 * 64, 3.0);
             let k: Vec<f16> = rng
                 .vec(n * 3 * 64, 2.0)
@@ -508,7 +669,7 @@ mod tests {
             for pool in [ThreadPool::new(1), ThreadPool::new(2)] {
                 let mut whole = vec![0.0; n * row];
                 attention(&pool, &q, kv, vv, 0, n, &p, &mut whole);
-                for cuts in [&[37, 149, 150][..], &[1, 2, 70, 71, 150], &[64, 129, 150]] {
+                for &cuts in all_cuts {
                     let mut pos0 = 0;
                     for &end in cuts {
                         let m = end - pos0;
@@ -540,7 +701,7 @@ mod tests {
         let mut rng = Rng(3);
         let mut case = 0;
         for n_tok in [1, 3, 17, 70] {
-            for pos0 in [0, 45] {
+            for pos0 in [0, 45, 1100] {
                 for group in [1, 3, 4] {
                     for f16kv in [false, true] {
                         case += 1;
