@@ -496,16 +496,21 @@ mod tests {
         Tensors::new(Arc::new(file))
     }
 
+    /// Layer 0's FFN up matrix: `(k, n, as mapped, as the forward pass loads it)`.
+    fn ffn_up(t: &Tensors) -> (usize, usize, Weight, Weight) {
+        let name = "blk.0.ffn_up.weight";
+        let dims = t.dims(name).unwrap().to_vec();
+        let (k, n) = (dims[0] as usize, dims[1] as usize);
+        let mapped = t.mapped_matrix(name, k, n).unwrap();
+        (k, n, mapped, t.matrix(name, k, n).unwrap())
+    }
+
     #[test]
     fn matrices_of_unpacked_types_are_copied_as_the_file_stores_them() {
         let pool = ThreadPool::new(2);
         for ty in ["Q4_1", "Q5_K_S", "F16", "IQ2_XS"] {
             let t = tiny(ty, true);
-            let name = "blk.0.ffn_up.weight";
-            let dims = t.dims(name).unwrap().to_vec();
-            let (k, n) = (dims[0] as usize, dims[1] as usize);
-            let mapped = t.mapped_matrix(name, k, n).unwrap();
-            let w = t.matrix(name, k, n).unwrap();
+            let (k, n, mapped, w) = ffn_up(&t);
             assert!(w.copy.is_some(), "{ty}: copied out of the file");
             if ferrite_quant::repack::worth_packing(w.ty) {
                 continue;
@@ -596,11 +601,7 @@ mod tests {
         let pool = ThreadPool::new(2);
         for ty in ["Q4_0", "Q8_0", "Q4_K_S", "Q6_K"] {
             let t = tiny(ty, true);
-            let name = "blk.0.ffn_up.weight";
-            let dims = t.dims(name).unwrap().to_vec();
-            let (k, n) = (dims[0] as usize, dims[1] as usize);
-            let mapped = t.mapped_matrix(name, k, n).unwrap();
-            let w = t.matrix(name, k, n).unwrap();
+            let (k, n, mapped, w) = ffn_up(&t);
             assert_eq!(
                 w.is_packed(),
                 ferrite_quant::repack::worth_packing(w.ty),
@@ -608,7 +609,10 @@ mod tests {
             );
             // Read into memory: never packed (the original could not be dropped).
             let owned = tiny(ty, false);
-            assert!(!owned.matrix(name, k, n).unwrap().is_packed());
+            assert!(!owned
+                .matrix("blk.0.ffn_up.weight", k, n)
+                .unwrap()
+                .is_packed());
 
             let (mut a, mut b) = (vec![0f32; k], vec![0f32; k]);
             for r in [0, n / 2, n - 1] {

@@ -134,6 +134,16 @@ impl Span<'_> {
     }
 }
 
+/// Online-softmax state of `rows` rows before any key: outputs 0, maxima -inf, sums 0.
+fn no_keys_yet(o: &mut Vec<f32>, m: &mut Vec<f32>, l: &mut Vec<f32>, rows: usize, hd_v: usize) {
+    o.clear();
+    o.resize(rows * hd_v, 0.0);
+    m.clear();
+    m.resize(rows, f32::NEG_INFINITY);
+    l.clear();
+    l.resize(rows, 0.0);
+}
+
 thread_local! {
     static TILES: RefCell<Tiles> = RefCell::new(Tiles::default());
     /// The calling thread's staging output for units of several tokens.
@@ -203,24 +213,14 @@ impl Plan<'_> {
             }
             t.st.resize(BK * rows, 0.0);
             t.alpha.resize(rows, 0.0);
-            t.acc_o.clear();
-            t.acc_o.resize(rows * hd_v, 0.0);
-            t.acc_m.clear();
-            t.acc_m.resize(rows, f32::NEG_INFINITY);
-            t.acc_l.clear();
-            t.acc_l.resize(rows, 0.0);
+            no_keys_yet(&mut t.acc_o, &mut t.acc_m, &mut t.acc_l, rows, hd_v);
             let spans = match span {
                 Some(s) => s..s + 1,
                 None => kstart / SPAN..(kend - 1) / SPAN + 1,
             };
             for s in spans {
                 let (k_lo, k_hi) = (kstart.max(s * SPAN), kend.min((s + 1) * SPAN));
-                t.o.clear();
-                t.o.resize(rows * hd_v, 0.0);
-                t.m.clear();
-                t.m.resize(rows, f32::NEG_INFINITY);
-                t.l.clear();
-                t.l.resize(rows, 0.0);
+                no_keys_yet(&mut t.o, &mut t.m, &mut t.l, rows, hd_v);
                 let mut k0 = k_lo;
                 while k0 < k_hi {
                     let nk = BK.min(k_hi - k0);
