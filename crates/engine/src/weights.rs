@@ -65,8 +65,8 @@ impl Weight {
         &self.info.name
     }
 
-    /// The bytes of this matrix as the kernels read them: the file's (zero-copy), or the
-    /// packed rows.
+    /// The bytes of this matrix as the kernels read them: the file's (zero-copy), or its
+    /// copy (packed rows where [`Weight::is_packed`]).
     pub fn bytes(&self) -> &[u8] {
         match &self.copy {
             Some(p) => p.slice(self.range.clone()),
@@ -217,8 +217,8 @@ impl Weight {
 /// that is a TLB miss every 4 KiB, and with huge pages one every 2 MiB.
 ///
 /// Tensors are written into it once, each into its own range, before any [`Weight`] reads
-/// that range ([`WeightArena::pack`]), so it hands out raw pointers ([`memmap2::MmapRaw`])
-/// rather than one slice of the whole map, which later packing would alias.
+/// that range ([`WeightArena::copy`]), so it hands out raw pointers ([`memmap2::MmapRaw`])
+/// rather than one slice of the whole map, which later copies would alias.
 pub(crate) struct WeightRegion {
     map: memmap2::MmapRaw,
     start: usize,
@@ -251,11 +251,11 @@ impl WeightRegion {
         WeightRegion { map, start, len }
     }
 
-    /// The bytes of `range`, which [`WeightArena::pack`] has written and handed out.
+    /// The bytes of `range`, which [`WeightArena::copy`] has written and handed out.
     fn slice(&self, range: Range<usize>) -> &[u8] {
         assert!(range.start <= range.end && range.end <= self.len);
         // SAFETY: the range lies inside the map (checked above; `start + len` is within it
-        // by construction), which lives as long as `self`. Only `WeightArena::pack` writes
+        // by construction), which lives as long as `self`. Only `WeightArena::copy` writes
         // to the map, each range once and before the range is handed out, so nothing
         // writes these bytes while the slice lives.
         unsafe {
