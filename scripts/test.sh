@@ -14,3 +14,6 @@ for isa in avx2 scalar; do
   FERRITE_ISA=$isa cargo test -q -p ferrite-engine --lib "$@" ops::
 done
 cargo test --workspace --doc "$@"
+# The aarch64 kernels, cross-compiled and run under emulation (skipped, saying why, where
+# the cross tools cannot be had).
+scripts/test-aarch64.sh

@@ -241,6 +241,7 @@ thread_local! {
 /// ([`few`]). Measured behind the server on the 1.1B Q4_0 model (2 threads, a prompt
 /// piece after a cached prompt): 8 tokens 113 ms this way against 152 ms through panels,
 /// 12 tokens 136 against 172, 16 tokens 178 against 195; Q4_K_M 12 tokens 165 ms.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const FEW_BELOW: usize = 16;
 
 /// Below this many activation rows, weights [`few`] does not read (ggml layout) skip the
@@ -249,6 +250,7 @@ pub(crate) const FEW_BELOW: usize = 16;
 /// 114 ms this way against ~180 ms through panels; from two rows the panels' shared
 /// decoding wins (three rows 200 ms this way, ~160 ms through panels), as decoding every
 /// weight dominates both.
+#[cfg(target_arch = "x86_64")]
 const ROWWISE_BELOW: usize = 2;
 
 /// `y[b * n_rows + r] = Σ_i W[r][i] · x[b * k + i]`, as [`crate::matmul::matmul`], through

@@ -232,9 +232,10 @@ pub fn quantize_row(act: ActType, x: &[f32], out: &mut [u8]) {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[inline]
 fn use_avx2() -> bool {
-    cfg!(target_arch = "x86_64") && super::Isa::best() >= super::Isa::Avx2
+    super::Isa::best() >= super::Isa::Avx2
 }
 
 /// One 32-element Q8_0/Q8_1 block: writes the 32 quants, returns `(d, Σq)`.
@@ -531,6 +532,7 @@ mod tests {
             let r2 = q8_block_scalar(chunk, &mut b);
             assert_eq!((a, r1), (b, r2));
         }
+        #[cfg(target_arch = "x86_64")]
         for chunk in x.chunks_exact(256) {
             let iscale = -127.0
                 / chunk
@@ -541,7 +543,6 @@ mod tests {
             if !use_avx2() {
                 continue;
             }
-            #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 detected; 256 elements each.
             unsafe {
                 simd::scale_round(chunk, iscale, &mut a)

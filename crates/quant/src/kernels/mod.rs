@@ -2,12 +2,14 @@
 //! type's partner format ([`ActType`]), as llama.cpp pairs them (Q4_0/Q5_0/Q8_0/IQ4_NL with
 //! Q8_0, Q4_1/Q5_1 with Q8_1, k-quants and IQ4_XS with Q8_K, F16/BF16/F32 with themselves).
 //!
-//! Each type has a scalar reference ([`scalar`]) and, on x86-64, AVX2+FMA and AVX-512 VNNI
-//! versions ([`x86`]); the best one the CPU supports is picked once, at first use
-//! ([`kernel`]). [`kernel_for`] gives a specific instruction set, for tests and benchmarks.
-//! On aarch64 the scalar kernels run until NEON versions land.
+//! Each type has a scalar reference ([`scalar`]) and SIMD versions: on x86-64 AVX2+FMA and
+//! AVX-512 VNNI (`x86`), on aarch64 NEON and NEON with the dot-product extension (`arm`).
+//! The best one the CPU supports is picked once, at first use ([`kernel`]); [`kernel_for`]
+//! gives a specific instruction set, for tests and benchmarks.
 
 pub mod act;
+#[cfg(target_arch = "aarch64")]
+mod arm;
 pub mod scalar;
 pub mod vec;
 #[cfg(target_arch = "x86_64")]
@@ -45,6 +47,10 @@ pub mod layout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
     Scalar,
+    /// aarch64 NEON (every aarch64 CPU): widening 8-bit multiplies.
+    Neon,
+    /// aarch64 NEON with the Armv8.2 dot-product extension (`sdot`).
+    NeonDot,
     /// AVX2 + FMA + F16C (256-bit; `vpmaddubsw` for 8-bit products).
     Avx2,
     /// The AVX2 kernels with AVX-512 VNNI (`vpdpbusd` on 256-bit vectors) and 512-bit float
@@ -71,27 +77,45 @@ impl Isa {
                     && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx512vnni")
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => true,
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
+            #[allow(unreachable_patterns)]
             _ => false,
         }
     }
 
-    /// The best level this CPU supports (detected once). `FERRITE_ISA=scalar|avx2|avx512vnni`
-    /// lowers it, for comparisons; a level the CPU lacks is ignored.
+    /// The best level this CPU supports (detected once).
+    /// `FERRITE_ISA=scalar|neon|neondot|avx2|avx512vnni` lowers it, for comparisons; a level
+    /// the CPU lacks is ignored.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
             let cap = match std::env::var("FERRITE_ISA").as_deref() {
                 Ok("scalar") => Isa::Scalar,
+                Ok("neon") => Isa::Neon,
+                Ok("neondot") => Isa::NeonDot,
                 Ok("avx2") => Isa::Avx2,
                 _ => Isa::Avx512Vnni,
             };
-            [Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar]
+            Isa::LEVELS
                 .into_iter()
                 .find(|i| *i <= cap && i.supported())
                 .unwrap_or(Isa::Scalar)
         })
     }
+}
+
+impl Isa {
+    /// Every level, best first (each CPU supports those of its own architecture).
+    pub const LEVELS: [Isa; 5] = [
+        Isa::Avx512Vnni,
+        Isa::Avx2,
+        Isa::NeonDot,
+        Isa::Neon,
+        Isa::Scalar,
+    ];
 }
 
 /// How many activation rows [`Kernel::dot_tile`] handles per weight-row pass.
@@ -290,7 +314,15 @@ pub fn kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
             rows: Some(rows),
             ..base
         }),
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        _ => arm::kernel(ty, isa).map(|(dot, tile, rows)| Kernel {
+            isa,
+            dot,
+            tile: Some(tile),
+            rows: Some(rows),
+            ..base
+        }),
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         _ => None,
     }
 }
@@ -304,7 +336,7 @@ pub fn kernel(ty: GgmlType) -> Option<&'static Kernel> {
         SUPPORTED
             .iter()
             .filter_map(|&t| {
-                [Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar]
+                Isa::LEVELS
                     .into_iter()
                     .filter(|i| *i <= best)
                     .find_map(|i| kernel_for(t, i))
@@ -402,11 +434,25 @@ pub fn packed_kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
     }
 }
 
-/// The best [`packed_kernel_for`] on this CPU, at the level [`kernel`] picked for `ty`
-/// (`None` where that level has none: then weights are not packed).
+/// The best [`packed_kernel_for`] on this CPU: at the level [`kernel`] picked for `ty`, or
+/// the scalar reference where that level reads no packed rows (NEON). Weights are only
+/// packed at load where this is a SIMD kernel ([`crate::repack::worth_packing`]); the
+/// reference keeps packed rows readable everywhere.
 pub fn packed_kernel(ty: GgmlType) -> Option<&'static Kernel> {
     static TABLE: OnceLock<Vec<Kernel>> = OnceLock::new();
-    at_best_level(&TABLE, packed_kernel_for, ty)
+    let table = TABLE.get_or_init(|| {
+        SUPPORTED
+            .iter()
+            .filter_map(|&t| {
+                let level = kernel(t)?.isa;
+                Isa::LEVELS
+                    .into_iter()
+                    .filter(|i| *i <= level)
+                    .find_map(|i| packed_kernel_for(t, i))
+            })
+            .collect()
+    });
+    table.iter().find(|k| k.ty == ty)
 }
 
 /// Every weight type that has a dot-product kernel.

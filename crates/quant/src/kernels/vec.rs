@@ -7,6 +7,7 @@ mod tile;
 
 pub use tile::{gemm_acc, softmax_rows, softmax_tile, Elems};
 
+#[cfg(target_arch = "x86_64")]
 use super::Isa;
 
 /// `Σ a[i]·b[i]` over the common length.
@@ -20,7 +21,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         Isa::Avx512Vnni => return unsafe { x86::dot512(a, b) },
         // SAFETY: as above.
         Isa::Avx2 => return unsafe { x86::dot256(a, b) },
-        Isa::Scalar => {}
+        Isa::Scalar | Isa::Neon | Isa::NeonDot => {}
     }
     dot_scalar(a, b)
 }
@@ -36,7 +37,7 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
         Isa::Avx512Vnni => return unsafe { x86::axpy512(y, alpha, x) },
         // SAFETY: as above.
         Isa::Avx2 => return unsafe { x86::axpy256(y, alpha, x) },
-        Isa::Scalar => {}
+        Isa::Scalar | Isa::Neon | Isa::NeonDot => {}
     }
     axpy_scalar(y, alpha, x)
 }
@@ -53,7 +54,7 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
         Isa::Avx512Vnni => return unsafe { x86::swiglu512(gate, up) },
         // SAFETY: as above.
         Isa::Avx2 => return unsafe { x86::swiglu256(gate, up) },
-        Isa::Scalar => {}
+        Isa::Scalar | Isa::Neon | Isa::NeonDot => {}
     }
     swiglu_scalar(gate, up)
 }

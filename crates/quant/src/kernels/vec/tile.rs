@@ -1181,7 +1181,7 @@ mod tests {
                     },
                     // SAFETY: as above.
                     Isa::Avx2 => unsafe { exp256_one(x) },
-                    Isa::Scalar => continue,
+                    _ => continue,
                 };
                 check(&format!("{isa:?}"), got, x);
             }
@@ -1195,7 +1195,7 @@ mod tests {
                 },
                 // SAFETY: as above.
                 Isa::Avx2 => unsafe { exp256_one(f32::NEG_INFINITY) },
-                Isa::Scalar => 0.0,
+                _ => 0.0,
             };
             assert_eq!(ninf, 0.0, "{isa:?} exp(-inf)");
         }
