@@ -18,7 +18,9 @@ pub mod bpe;
 pub mod pretokenize;
 pub mod spm;
 mod stream;
+mod vocab;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
@@ -79,10 +81,9 @@ pub struct Tokenizer {
 struct Inner {
     model: Model,
     model_name: String,
-    tokens: Vec<String>,
+    vocab: vocab::Vocab,
     scores: Vec<f32>,
     attrs: Vec<u32>,
-    token_to_id: FxHashMap<String, u32>,
     /// Decoded bytes of every token (control tokens as their text), flat.
     piece_bytes: Vec<u8>,
     piece_offs: Vec<u32>,
@@ -235,9 +236,9 @@ impl Tokenizer {
             _ => return Err(TokenizerError::UnknownModel(model_name)),
         };
 
-        let tokens: Vec<String> = match md.get("tokenizer.ggml.tokens") {
+        let tokens: &[String] = match md.get("tokenizer.ggml.tokens") {
             None => return Err(TokenizerError::Missing("tokenizer.ggml.tokens")),
-            Some(Value::Array(Array::String(t))) => t.clone(),
+            Some(Value::Array(Array::String(t))) => t,
             Some(v) => {
                 return Err(TokenizerError::WrongType {
                     key: "tokenizer.ggml.tokens",
@@ -256,17 +257,21 @@ impl Tokenizer {
             return Err(TokenizerError::Invalid(format!("{n} tokens is too many")));
         }
         // Empty token texts would match everywhere; llama.cpp renames them the same way.
-        let tokens: Vec<String> = tokens
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| {
-                if t.is_empty() {
-                    format!("[EMPTY_{i}]")
-                } else {
-                    t
-                }
-            })
-            .collect();
+        let vocab = vocab::Vocab::new(tokens.iter().enumerate().map(|(i, t)| {
+            if t.is_empty() {
+                Cow::Owned(format!("[EMPTY_{i}]"))
+            } else {
+                Cow::Borrowed(t.as_str())
+            }
+        }))
+        .map_err(|e| match e {
+            vocab::VocabError::TooLarge => {
+                TokenizerError::Invalid("vocabulary text exceeds 4 GiB".into())
+            }
+            vocab::VocabError::Duplicate(t, prev, i) => {
+                TokenizerError::Invalid(format!("duplicate token {t:?} at ids {prev} and {i}"))
+            }
+        })?;
 
         let scores: Vec<f32> = match md.get("tokenizer.ggml.scores") {
             None => vec![0.0; n],
@@ -326,24 +331,15 @@ impl Tokenizer {
             }
         };
 
-        let mut token_to_id: FxHashMap<String, u32> = FxHashMap::default();
-        token_to_id.reserve(n);
-        for (i, t) in tokens.iter().enumerate() {
-            if let Some(prev) = token_to_id.insert(t.clone(), i as u32) {
-                return Err(TokenizerError::Invalid(format!(
-                    "duplicate token {t:?} at ids {prev} and {i}"
-                )));
-            }
-        }
         // Byte tokens must be well-formed: decoding relies on their value.
-        for (i, t) in tokens.iter().enumerate() {
+        for (i, t) in vocab.iter().enumerate() {
             if attrs[i] & attr::BYTE != 0 && parse_byte_token(t).is_none() {
                 return Err(TokenizerError::Invalid(format!(
                     "token {i} {t:?} is a byte token but is not of the form <0xXX>"
                 )));
             }
         }
-        let lookup = |s: &str| token_to_id.get(s).copied();
+        let lookup = |s: &str| vocab.id(s);
 
         let pre_name = match md.get("tokenizer.ggml.pre") {
             None => "default".to_string(),
@@ -391,7 +387,7 @@ impl Tokenizer {
                             .and_then(|c| lookup(c.encode_utf8(&mut [0; 4])))
                     });
                 }
-                let crossing: Vec<String> = tokens
+                let crossing: Vec<String> = vocab
                     .iter()
                     .filter(|t| {
                         let mut prev: Option<char> = None;
@@ -401,7 +397,7 @@ impl Tokenizer {
                             hit
                         })
                     })
-                    .cloned()
+                    .map(str::to_string)
                     .collect();
                 (
                     Model::Spm(spm::Spm { byte_tok, crossing }),
@@ -522,9 +518,10 @@ impl Tokenizer {
             })
             .collect();
         specials.sort_by(|&a, &b| {
-            tokens[b as usize]
+            vocab
+                .text(b)
                 .len()
-                .cmp(&tokens[a as usize].len())
+                .cmp(&vocab.text(a).len())
                 .then(a.cmp(&b))
         });
         let general_name = md
@@ -549,7 +546,7 @@ impl Tokenizer {
             None
         } else {
             Some(
-                AhoCorasick::new(specials.iter().map(|&i| tokens[i as usize].as_bytes()))
+                AhoCorasick::new(specials.iter().map(|&i| vocab.text(i).as_bytes()))
                     .map_err(|e| TokenizerError::Invalid(format!("special tokens: {e}")))?,
             )
         };
@@ -558,7 +555,7 @@ impl Tokenizer {
         let mut piece_bytes = Vec::new();
         let mut piece_offs = Vec::with_capacity(n + 1);
         piece_offs.push(0u32);
-        for (i, t) in tokens.iter().enumerate() {
+        for (i, t) in vocab.iter().enumerate() {
             let a = attrs[i];
             if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
                 piece_bytes.extend_from_slice(t.as_bytes());
@@ -587,10 +584,9 @@ impl Tokenizer {
             inner: Arc::new(Inner {
                 model,
                 model_name,
-                tokens,
+                vocab,
                 scores: scores[..n].to_vec(),
                 attrs,
-                token_to_id,
                 piece_bytes,
                 piece_offs,
                 specials,
@@ -611,7 +607,7 @@ impl Tokenizer {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.tokens.len()
+        self.inner.vocab.len()
     }
     pub fn bos(&self) -> Option<u32> {
         self.inner.bos
@@ -655,10 +651,10 @@ impl Tokenizer {
     }
     /// The vocabulary text of a token (`None` out of range).
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.inner.tokens.get(id as usize).map(String::as_str)
+        self.inner.vocab.get(id)
     }
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.inner.token_to_id.get(text).copied()
+        self.inner.vocab.id(text)
     }
     pub fn token_attr(&self, id: u32) -> u32 {
         self.inner.attrs.get(id as usize).copied().unwrap_or(0)
@@ -719,8 +715,8 @@ impl Tokenizer {
                             for &(cs, ce) in &chunks {
                                 let w = &t.as_bytes()[cs..ce];
                                 if b.flags.ignore_merges {
-                                    if let Some(id) = inner.token_to_id.get(&bpe::byte_level(w)) {
-                                        out.push(*id);
+                                    if let Some(id) = inner.vocab.id(&bpe::byte_level(w)) {
+                                        out.push(id);
                                         continue;
                                     }
                                 }
@@ -745,7 +741,7 @@ impl Tokenizer {
                             }
                             m.encode_words(
                                 &s,
-                                &|x| inner.token_to_id.get(x).copied(),
+                                &|x| inner.vocab.id(x),
                                 &|id| inner.scores[id as usize],
                                 &mut spm_cache,
                                 &mut out,
@@ -789,7 +785,7 @@ impl Tokenizer {
             if !parse_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
                 continue;
             }
-            let tok = inner.tokens[id as usize].as_str();
+            let tok = inner.vocab.text(id);
             let mut next = Vec::with_capacity(frags.len() + 2);
             for f in frags {
                 let Frag::Text(mut s, e) = f else {

@@ -277,7 +277,7 @@ fn stage_timing() {
         out.clear();
         m.encode(
             &s,
-            &|x| t.inner.token_to_id.get(x).copied(),
+            &|x| t.inner.vocab.id(x),
             &|id| t.inner.scores[id as usize],
             &mut out,
         )
@@ -289,7 +289,7 @@ fn stage_timing() {
         out.clear();
         m.encode_words(
             &s,
-            &|x| t.inner.token_to_id.get(x).copied(),
+            &|x| t.inner.vocab.id(x),
             &|id| t.inner.scores[id as usize],
             &mut Default::default(),
             &mut out,
@@ -306,7 +306,7 @@ fn stage_timing() {
     let mut hits = 0;
     for _ in 0..10 {
         for w in s.split('\u{2581}') {
-            hits += usize::from(t.inner.token_to_id.contains_key(w));
+            hits += usize::from(t.inner.vocab.id(w).is_some());
         }
     }
     eprintln!("word lookups: {:?} ({hits})", t0.elapsed() / 10);
@@ -333,7 +333,7 @@ fn spm_word_split_is_exact() {
         "  many   spaces  and\ttabs\n\nlines ",
     ] {
         let s = text.replace(' ', "\u{2581}");
-        let lookup = |x: &str| t.inner.token_to_id.get(x).copied();
+        let lookup = |x: &str| t.inner.vocab.id(x);
         let score = |id: u32| t.inner.scores[id as usize];
         let (mut whole, mut words) = (Vec::new(), Vec::new());
         m.encode(&s, &lookup, &score, &mut whole).unwrap();

@@ -544,9 +544,7 @@ mod tests {
                 continue;
             }
             // SAFETY: AVX2 detected; 256 elements each.
-            unsafe {
-                simd::scale_round(chunk, iscale, &mut a)
-            };
+            unsafe { simd::scale_round(chunk, iscale, &mut a) };
             for (q, v) in b.iter_mut().zip(chunk) {
                 *q = (((iscale * v).round_ties_even() as i32).min(127)) as i8 as u8;
             }
