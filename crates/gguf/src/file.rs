@@ -266,20 +266,36 @@ impl GgufFile {
         if let Some(&i) = self.index.get(&t.name) {
             self.released[i].store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        self.release_tensor_range(t, 0..t.n_bytes as usize);
+    }
+
+    /// [`GgufFile::release_tensor_pages`] for the bytes `range` of `t`'s data (clamped to
+    /// them), for a caller that copies a large tensor piece by piece: dropping each piece
+    /// once copied keeps the file's copy and the new one from being resident together.
+    /// Does not mark the tensor released.
+    pub fn release_tensor_range(&self, t: &TensorInfo, range: std::ops::Range<usize>) {
         #[cfg(unix)]
         if let Bytes::Mapped(map) = &self.parts[t.part].bytes {
-            let (offset, len) = (t.file_offset as usize, t.n_bytes as usize);
+            let n = t.n_bytes as usize;
+            let (start, end) = (range.start.min(n), range.end.min(n));
+            if start >= end {
+                return;
+            }
             // SAFETY: the mapping is a read-only shared map of the file (memmap2's `Mmap`),
             // so MADV_DONTNEED only unmaps pages: the next read of those addresses faults
             // the same file contents back in, and no borrow can observe a change (the file
             // not being modified is the mapping's own contract, see `load_bytes`). memmap2
             // checks the range against the mapping and aligns it to pages.
             let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    t.file_offset as usize + start,
+                    end - start,
+                )
             };
         }
         #[cfg(not(unix))]
-        let _ = t;
+        let _ = (t, range);
     }
 
     /// Whether [`GgufFile::release_tensor_pages`] was called for `t`: its user keeps a copy,

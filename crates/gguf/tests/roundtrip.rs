@@ -255,6 +255,30 @@ fn split_model_opens_as_one() {
 }
 
 #[test]
+fn released_pages_read_back_the_same_bytes() {
+    // Releasing is advice to drop resident pages of the mapping: any later read must fault
+    // the file's bytes back in, whatever range was released (pieces, past the end, whole).
+    let dir = tempfile::tempdir().unwrap();
+    let all = write_split(dir.path());
+    let f = GgufFile::open(dir.path().join("model-00001-of-00003.gguf")).unwrap();
+    for (spec, data) in &all {
+        let t = f.tensor(&spec.name).unwrap();
+        let n = data.len();
+        f.release_tensor_range(t, 0..n / 2);
+        f.release_tensor_range(t, n / 2..n + 4096);
+        f.release_tensor_range(t, n + 1..n + 2);
+        assert!(
+            !f.is_released(t),
+            "a range does not mark the tensor released"
+        );
+        assert_eq!(f.tensor_data(t), data.as_slice(), "{}", spec.name);
+        f.release_tensor_pages(t);
+        assert!(f.is_released(t));
+        assert_eq!(f.tensor_data(t), data.as_slice(), "{}", spec.name);
+    }
+}
+
+#[test]
 fn split_model_with_a_missing_part() {
     let dir = tempfile::tempdir().unwrap();
     write_split(dir.path());
