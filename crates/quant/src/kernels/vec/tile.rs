@@ -2,8 +2,9 @@
 //! may be f16 (the KV cache's default type, converted in registers), and one online-softmax
 //! step over a tile of scores with a vectorised `exp`.
 //!
-//! Each has a scalar version (the reference, and what non-x86 CPUs run) and AVX2+FMA and
-//! AVX-512 versions picked at run time from [`Isa::best`].
+//! Each has a scalar version (the reference) and AVX2+FMA and AVX-512 versions picked at
+//! run time from [`Isa::best`]; on aarch64 the product has a NEON version and the softmax
+//! step runs the scalar one.
 
 use half::f16;
 
@@ -113,6 +114,20 @@ fn gemm_with(
                 (_, Elems::F16(b)) => {
                     x86::gemm256(m, n, k, ap, a_rs, a_cs, b.as_ptr(), ldb, cp, ldc, cs)
                 }
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa != Isa::Scalar && isa.supported() {
+        let cs = c_scale.map_or(std::ptr::null(), |s| s.as_ptr());
+        let (ap, cp) = (a.as_ptr(), c.as_mut_ptr());
+        // SAFETY: NEON is part of every aarch64 CPU, and the caller checked that every
+        // index the shapes and strides reach is inside `a`, `b`, `c` and `c_scale`.
+        unsafe {
+            match b {
+                Elems::F32(b) => neon::gemm(m, n, k, ap, a_rs, a_cs, b.as_ptr(), ldb, cp, ldc, cs),
+                Elems::F16(b) => neon::gemm(m, n, k, ap, a_rs, a_cs, b.as_ptr(), ldb, cp, ldc, cs),
             }
         }
         return;
@@ -921,6 +936,177 @@ pub(super) mod x86 {
     }
 }
 
+/// The tile product on aarch64 NEON: the scalar version's operations on four columns at a
+/// time (one fused multiply-add per element per step, blocks of [`KB`] steps summed into
+/// `C`), so every result equals the scalar one to the bit. f16 `B` rows are converted with
+/// `fcvtl` (exact), as inline assembly because `float16x4_t` is not stable in Rust yet.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use half::f16;
+
+    use super::KB;
+
+    pub(super) trait Load4: Copy {
+        unsafe fn load(p: *const Self) -> float32x4_t;
+        /// The first `n < 4` lanes from `p`, the rest 0 (through a copy: only the last
+        /// column vector of a tile takes this path).
+        #[inline(always)]
+        unsafe fn load_first(p: *const Self, n: usize) -> float32x4_t {
+            let mut buf = [std::mem::zeroed::<Self>(); 4];
+            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+            Self::load(buf.as_ptr())
+        }
+    }
+
+    impl Load4 for f32 {
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> float32x4_t {
+            vld1q_f32(p)
+        }
+    }
+
+    impl Load4 for f16 {
+        #[inline(always)]
+        unsafe fn load(p: *const f16) -> float32x4_t {
+            let h = vld1_u16(p as *const u16);
+            let out: float32x4_t;
+            std::arch::asm!(
+                "fcvtl {out:v}.4s, {h:v}.4h",
+                out = out(vreg) out,
+                h = in(vreg) h,
+                options(pure, nomem, nostack)
+            );
+            out
+        }
+    }
+
+    /// `R` rows × `W` 4-lane column vectors of `C`, of which the last has `nv` (1..=4)
+    /// lanes in bounds (loaded and stored through a copy, computed like a full one).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn micro<T: Load4, const R: usize, const W: usize>(
+        k: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
+        b: *const T,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        cs: *const f32,
+        nv: usize,
+    ) {
+        let partial = |w: usize| w + 1 == W && nv < 4;
+        let mut acc = [[vdupq_n_f32(0.0); W]; R];
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (w, v) in row.iter_mut().enumerate() {
+                let cp = c.add(r * ldc + 4 * w);
+                *v = if partial(w) {
+                    f32::load_first(cp, nv)
+                } else {
+                    vld1q_f32(cp)
+                };
+                if !cs.is_null() {
+                    *v = vmulq_n_f32(*v, *cs.add(r));
+                }
+            }
+        }
+        let mut p0 = 0;
+        while p0 < k {
+            let mut blk = [[vdupq_n_f32(0.0); W]; R];
+            for p in p0..(p0 + KB).min(k) {
+                let bp = b.add(p * ldb);
+                let mut bv = [vdupq_n_f32(0.0); W];
+                for (w, x) in bv.iter_mut().enumerate() {
+                    *x = if partial(w) {
+                        T::load_first(bp.add(4 * w), nv)
+                    } else {
+                        T::load(bp.add(4 * w))
+                    };
+                }
+                let ap = a.add(p * a_cs);
+                for (r, row) in blk.iter_mut().enumerate() {
+                    let av = vdupq_n_f32(*ap.add(r * a_rs));
+                    for (v, x) in row.iter_mut().zip(&bv) {
+                        *v = vfmaq_f32(*v, av, *x);
+                    }
+                }
+            }
+            for (row, brow) in acc.iter_mut().zip(&blk) {
+                for (v, x) in row.iter_mut().zip(brow) {
+                    *v = vaddq_f32(*v, *x);
+                }
+            }
+            p0 += KB;
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (w, v) in row.iter().enumerate() {
+                let cp = c.add(r * ldc + 4 * w);
+                if partial(w) {
+                    let mut buf = [0f32; 4];
+                    vst1q_f32(buf.as_mut_ptr(), *v);
+                    std::ptr::copy_nonoverlapping(buf.as_ptr(), cp, nv);
+                } else {
+                    vst1q_f32(cp, *v);
+                }
+            }
+        }
+    }
+
+    /// [`super::gemm_acc`] on NEON: column blocks of up to 16, two rows at a time (8
+    /// accumulators and 8 block sums of the 32 vector registers).
+    ///
+    /// Callers guarantee the bounds [`super::gemm_acc`] checks.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm<T: Load4>(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
+        b: *const T,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        cs: *const f32,
+    ) {
+        let mut j0 = 0;
+        while j0 < n {
+            let cols = (n - j0).min(16);
+            let vectors = cols.div_ceil(4);
+            let nv = cols - 4 * (vectors - 1);
+            let bj = b.add(j0);
+            let mut i0 = 0;
+            while i0 < m {
+                let ai = a.add(i0 * a_rs);
+                let ci = c.add(i0 * ldc + j0);
+                let csi = if cs.is_null() { cs } else { cs.add(i0) };
+                let rows = (m - i0).min(2);
+                macro_rules! go {
+                    ($r:literal, $w:literal) => {
+                        micro::<T, $r, $w>(k, ai, a_rs, a_cs, bj, ldb, ci, ldc, csi, nv)
+                    };
+                }
+                match (rows, vectors) {
+                    (2, 4) => go!(2, 4),
+                    (2, 3) => go!(2, 3),
+                    (2, 2) => go!(2, 2),
+                    (2, _) => go!(2, 1),
+                    (_, 4) => go!(1, 4),
+                    (_, 3) => go!(1, 3),
+                    (_, 2) => go!(1, 2),
+                    _ => go!(1, 1),
+                }
+                i0 += rows;
+            }
+            j0 += cols;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -953,9 +1139,11 @@ mod tests {
             .collect()
     }
 
+    /// Every level this CPU has, the scalar reference first.
     fn isas() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
+        Isa::LEVELS
             .into_iter()
+            .rev()
             .filter(|i| i.supported())
             .collect()
     }
