@@ -85,7 +85,7 @@ unsafe fn f32_at(p: *const u8) -> f32 {
 
 /// Four f16 values (as bits) converted to f32 with one `fcvtl`.
 #[inline(always)]
-unsafe fn f16x4(v: uint16x4_t) -> float32x4_t {
+pub(crate) unsafe fn f16x4(v: uint16x4_t) -> float32x4_t {
     let out: float32x4_t;
     // FCVTL (half to single) is part of the base Armv8-A floating point.
     asm!(
@@ -418,13 +418,26 @@ unsafe fn q6_k<M: Mac, const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                 }
             }
         }
-        let mut t = [0f32; N];
-        for r in 0..N {
-            let d = dw * f32_at(a[r].as_ptr().add(i * Q8_K_BYTES));
-            t[r] = d * vaddvq_s32(isum[r]) as f32;
-        }
-        t
+        scaled_sums(dw, i, a, isum)
     })
+}
+
+/// A block's f32 term per row for the types without minimums (Q3_K, Q6_K, IQ4_XS): the
+/// weights' scale `dw` times the activations' times the block's integer sum, as
+/// [`super::scalar`] multiplies them.
+#[inline(always)]
+unsafe fn scaled_sums<const N: usize>(
+    dw: f32,
+    i: usize,
+    a: [&[u8]; N],
+    isum: [int32x4_t; N],
+) -> [f32; N] {
+    let mut t = [0f32; N];
+    for r in 0..N {
+        let d = dw * f32_at(a[r].as_ptr().add(i * Q8_K_BYTES));
+        t[r] = d * vaddvq_s32(isum[r]) as f32;
+    }
+    t
 }
 
 /// The 2-bit codes of elements `e..e + 16` (`e = 128·half + 32·shift + 16·sub`) of a
@@ -497,12 +510,7 @@ unsafe fn q3_k<M: Mac, const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                 }
             }
         }
-        let mut t = [0f32; N];
-        for r in 0..N {
-            let d = dw * f32_at(a[r].as_ptr().add(i * Q8_K_BYTES));
-            t[r] = d * vaddvq_s32(isum[r]) as f32;
-        }
-        t
+        scaled_sums(dw, i, a, isum)
     })
 }
 
@@ -523,12 +531,7 @@ unsafe fn iq4_xs<M: Mac, const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                 isum[r] = vmlaq_n_s32(isum[r], p, sc);
             }
         }
-        let mut t = [0f32; N];
-        for r in 0..N {
-            let d = dw * f32_at(a[r].as_ptr().add(i * Q8_K_BYTES));
-            t[r] = d * vaddvq_s32(isum[r]) as f32;
-        }
-        t
+        scaled_sums(dw, i, a, isum)
     })
 }
 

@@ -9,7 +9,7 @@
 
 pub mod act;
 #[cfg(target_arch = "aarch64")]
-mod arm;
+pub(crate) mod arm;
 pub mod scalar;
 pub mod vec;
 #[cfg(target_arch = "x86_64")]
@@ -332,18 +332,20 @@ pub fn kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
 pub fn kernel(ty: GgmlType) -> Option<&'static Kernel> {
     static TABLE: OnceLock<Vec<Kernel>> = OnceLock::new();
     let table = TABLE.get_or_init(|| {
-        let best = Isa::best();
         SUPPORTED
             .iter()
-            .filter_map(|&t| {
-                Isa::LEVELS
-                    .into_iter()
-                    .filter(|i| *i <= best)
-                    .find_map(|i| kernel_for(t, i))
-            })
+            .filter_map(|&t| best_up_to(Isa::best(), |i| kernel_for(t, i)))
             .collect()
     });
     table.iter().find(|k| k.ty == ty)
+}
+
+/// `variant` at the highest level no higher than `level` where it gives a kernel.
+fn best_up_to(level: Isa, variant: impl Fn(Isa) -> Option<Kernel>) -> Option<Kernel> {
+    Isa::LEVELS
+        .into_iter()
+        .filter(|i| *i <= level)
+        .find_map(variant)
 }
 
 /// The kernel for `ty` at `isa` to use when there is a single activation row (generation).
@@ -443,13 +445,7 @@ pub fn packed_kernel(ty: GgmlType) -> Option<&'static Kernel> {
     let table = TABLE.get_or_init(|| {
         SUPPORTED
             .iter()
-            .filter_map(|&t| {
-                let level = kernel(t)?.isa;
-                Isa::LEVELS
-                    .into_iter()
-                    .filter(|i| *i <= level)
-                    .find_map(|i| packed_kernel_for(t, i))
-            })
+            .filter_map(|&t| best_up_to(kernel(t)?.isa, |i| packed_kernel_for(t, i)))
             .collect()
     });
     table.iter().find(|k| k.ty == ty)

@@ -939,7 +939,7 @@ pub(super) mod x86 {
 /// The tile product on aarch64 NEON: the scalar version's operations on four columns at a
 /// time (one fused multiply-add per element per step, blocks of [`KB`] steps summed into
 /// `C`), so every result equals the scalar one to the bit. f16 `B` rows are converted with
-/// `fcvtl` (exact), as inline assembly because `float16x4_t` is not stable in Rust yet.
+/// `fcvtl` (exact; [`crate::kernels::arm`]).
 #[cfg(target_arch = "aarch64")]
 mod neon {
     use std::arch::aarch64::*;
@@ -970,15 +970,7 @@ mod neon {
     impl Load4 for f16 {
         #[inline(always)]
         unsafe fn load(p: *const f16) -> float32x4_t {
-            let h = vld1_u16(p as *const u16);
-            let out: float32x4_t;
-            std::arch::asm!(
-                "fcvtl {out:v}.4s, {h:v}.4h",
-                out = out(vreg) out,
-                h = in(vreg) h,
-                options(pure, nomem, nostack)
-            );
-            out
+            crate::kernels::arm::f16x4(vld1_u16(p as *const u16))
         }
     }
 
