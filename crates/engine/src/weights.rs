@@ -358,7 +358,8 @@ fn copying_on() -> bool {
 
 /// Bytes of a tensor copied between releases of the file's pages of what was copied
 /// ([`GgufFile::release_tensor_range`]): copying Gemma 3's 170 MiB embedding whole and
-/// releasing it after held both copies at once, and load peaked at 363 MiB for a 241 MiB file.
+/// releasing it after held both copies at once: load peaked at 368 MiB for a 241 MiB file
+/// (288 MiB since).
 const RELEASE_EVERY: usize = 4 << 20;
 
 /// [`ferrite_quant::repack::pack_rows`] on all cores for large tensors: packing reads the
