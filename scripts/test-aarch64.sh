@@ -17,12 +17,12 @@ if [ "$(uname -m)" = aarch64 ]; then
 fi
 have() { command -v "$1" >/dev/null 2>&1; }
 if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
-  rustup target add "$target" >&2 || true
+  timeout 300 rustup target add "$target" >&2 || true
 fi
 if ! have aarch64-linux-gnu-gcc || ! have qemu-aarch64; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
-    apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
-      qemu-user >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends \
+      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null 2>&1 || true
   fi
 fi
 missing=()
