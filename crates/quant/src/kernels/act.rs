@@ -245,6 +245,11 @@ fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
         // SAFETY: AVX2 was detected; both slices hold 32 elements.
         return unsafe { simd::q8_block(x, qs) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if x.len() == 32 && qs.len() == 32 {
+        // SAFETY: NEON is part of every aarch64 CPU; both slices hold 32 elements.
+        return unsafe { neon::q8_block(x, qs) };
+    }
     q8_block_scalar(x, qs)
 }
 
@@ -286,7 +291,15 @@ fn q8_k_block(x: &[f32], out: &mut [u8]) {
     } else {
         false
     };
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    let done = if x.len() == 256 {
+        // SAFETY: NEON is part of every aarch64 CPU; `x` and `qs` hold 256 elements.
+        unsafe { neon::scale_round(x, iscale, qs) };
+        true
+    } else {
+        false
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let done = false;
     if !done {
         for (q, v) in qs.iter_mut().zip(x) {
@@ -361,6 +374,55 @@ mod simd {
             let v = round_pack(x.as_ptr().add(32 * c), s);
             let v = _mm256_min_epi8(v, _mm256_set1_epi8(127));
             _mm256_storeu_si256(qs.as_mut_ptr().add(32 * c) as *mut __m256i, v);
+        }
+    }
+}
+
+/// NEON versions of the block loops, identical in result to the scalar ones: the same f32
+/// products, `fcvtns` rounds half to even like `round_ties_even` (and saturates like `as
+/// i32`), and the saturating narrows clamp like the scalar `clamp`/`min`.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    /// Rounds `x[i] * s` to i32 for 16 values and narrows them with saturation to i8.
+    #[inline(always)]
+    unsafe fn round_narrow(x: *const f32, s: f32) -> int8x16_t {
+        let q = |o: usize| vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x.add(o)), s));
+        let lo = vcombine_s16(vqmovn_s32(q(0)), vqmovn_s32(q(4)));
+        let hi = vcombine_s16(vqmovn_s32(q(8)), vqmovn_s32(q(12)));
+        vcombine_s8(vqmovn_s16(lo), vqmovn_s16(hi))
+    }
+
+    /// # Safety
+    /// `x` and `qs` hold 32 elements.
+    pub(super) unsafe fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
+        let p = x.as_ptr();
+        let mut m = vabsq_f32(vld1q_f32(p));
+        for o in (4..32).step_by(4) {
+            m = vmaxq_f32(m, vabsq_f32(vld1q_f32(p.add(o))));
+        }
+        let amax = vmaxvq_f32(m);
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let (a, b) = (round_narrow(p, id), round_narrow(p.add(16), id));
+        vst1q_s8(qs.as_mut_ptr() as *mut i8, a);
+        vst1q_s8(qs.as_mut_ptr().add(16) as *mut i8, b);
+        let sum = i32::from(vaddlvq_s8(a)) + i32::from(vaddlvq_s8(b));
+        (d, sum)
+    }
+
+    /// `qs[i] = min(127, round(iscale * x[i]))` for 256 elements.
+    ///
+    /// # Safety
+    /// `x` and `qs` hold 256 elements.
+    pub(super) unsafe fn scale_round(x: &[f32], iscale: f32, qs: &mut [u8]) {
+        for c in 0..16 {
+            let v = vminq_s8(
+                round_narrow(x.as_ptr().add(16 * c), iscale),
+                vdupq_n_s8(127),
+            );
+            vst1q_s8(qs.as_mut_ptr().add(16 * c) as *mut i8, v);
         }
     }
 }
@@ -532,7 +594,7 @@ mod tests {
             let r2 = q8_block_scalar(chunk, &mut b);
             assert_eq!((a, r1), (b, r2));
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         for chunk in x.chunks_exact(256) {
             let iscale = -127.0
                 / chunk
@@ -540,11 +602,19 @@ mod tests {
                     .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
             let mut a = [0u8; 256];
             let mut b = [0u8; 256];
-            if !use_avx2() {
-                continue;
+            #[cfg(target_arch = "x86_64")]
+            {
+                if !use_avx2() {
+                    continue;
+                }
+                // SAFETY: AVX2 detected; 256 elements each.
+                unsafe { simd::scale_round(chunk, iscale, &mut a) };
             }
-            // SAFETY: AVX2 detected; 256 elements each.
-            unsafe { simd::scale_round(chunk, iscale, &mut a) };
+            // SAFETY: NEON is part of every aarch64 CPU; 256 elements each.
+            #[cfg(target_arch = "aarch64")]
+            unsafe {
+                neon::scale_round(chunk, iscale, &mut a)
+            };
             for (q, v) in b.iter_mut().zip(chunk) {
                 *q = (((iscale * v).round_ties_even() as i32).min(127)) as i8 as u8;
             }
