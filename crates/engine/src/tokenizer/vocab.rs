@@ -55,11 +55,15 @@ impl Vocab {
             offs.push(u32::try_from(text.len()).map_err(|_| VocabError::TooLarge)?);
         }
         text.shrink_to_fit();
-        let at = |i: u32| &text[offs[i as usize] as usize..offs[i as usize + 1] as usize];
+        let mut v = Vocab {
+            text,
+            offs,
+            index: HashTable::new(),
+        };
         let mut index = HashTable::with_capacity(n);
         for id in 0..n as u32 {
-            let t = at(id);
-            match index.entry(hash(t), |&i| at(i) == t, |&i| hash(at(i))) {
+            let t = v.text(id);
+            match index.entry(hash(t), |&i| v.text(i) == t, |&i| hash(v.text(i))) {
                 hashbrown::hash_table::Entry::Occupied(e) => {
                     return Err(VocabError::Duplicate(t.to_string(), *e.get(), id));
                 }
@@ -68,7 +72,8 @@ impl Vocab {
                 }
             }
         }
-        Ok(Vocab { text, offs, index })
+        v.index = index;
+        Ok(v)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -59,6 +59,15 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// Every level, best first (each CPU supports those of its own architecture).
+    pub const LEVELS: [Isa; 5] = [
+        Isa::Avx512Vnni,
+        Isa::Avx2,
+        Isa::NeonDot,
+        Isa::Neon,
+        Isa::Scalar,
+    ];
+
     /// Whether this CPU can run kernels of this level.
     pub fn supported(self) -> bool {
         match self {
@@ -105,17 +114,6 @@ impl Isa {
                 .unwrap_or(Isa::Scalar)
         })
     }
-}
-
-impl Isa {
-    /// Every level, best first (each CPU supports those of its own architecture).
-    pub const LEVELS: [Isa; 5] = [
-        Isa::Avx512Vnni,
-        Isa::Avx2,
-        Isa::NeonDot,
-        Isa::Neon,
-        Isa::Scalar,
-    ];
 }
 
 /// How many activation rows [`Kernel::dot_tile`] handles per weight-row pass.
