@@ -87,3 +87,53 @@ fn bad_arguments_are_refused_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
 }
+
+#[test]
+fn roofline_reports_bytes_per_token_and_the_machine_bandwidth() {
+    let model = ferrite_testdata::smollm2();
+    let m = model.to_str().unwrap();
+    let out = ferrite(&[
+        "bench",
+        m,
+        "-p",
+        "8",
+        "-n",
+        "3",
+        "-r",
+        "2",
+        "-t",
+        "1",
+        "--roofline",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    let (pp, tg) = (&rows[0], &rows[1]);
+    assert!(pp.get("bytes_per_token").is_none(), "{pp}");
+    // SmolLM2 ties its output to the token embeddings: each token reads every matrix of
+    // the file once, plus 30 layers × 3 KV heads × (64 + 64) f16 values per cached
+    // position (1, 2 and 3 positions visible over tg3: 2 on average).
+    let file = ferrite_gguf::GgufFile::open(&model).unwrap();
+    let matrices: u64 = file
+        .tensors()
+        .iter()
+        .filter(|t| t.dims.len() == 2)
+        .map(|t| t.n_bytes)
+        .sum();
+    assert_eq!(tg["bytes_per_token"], matrices + 30 * 3 * 128 * 2 * 2);
+    let probes = tg["samples_machine_read_bytes_per_s"].as_array().unwrap();
+    assert_eq!(probes.len(), 2);
+    assert!(
+        probes.iter().all(|b| b.as_f64().unwrap() > 1e8),
+        "{probes:?}"
+    );
+    let achieved = tg["avg_bytes_per_s"].as_f64().unwrap();
+    let expected = tg["bytes_per_token"].as_f64().unwrap() * tg["avg_ts"].as_f64().unwrap();
+    assert!((achieved / expected - 1.0).abs() < 1e-9);
+    assert!(tg["avg_roofline_share"].as_f64().unwrap() > 0.0);
+}

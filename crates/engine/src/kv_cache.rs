@@ -37,6 +37,16 @@ impl std::str::FromStr for KvType {
     }
 }
 
+impl KvType {
+    /// Bytes of one cached element.
+    pub fn elem_bytes(self) -> usize {
+        match self {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Store {
     F16(Vec<f16>),
@@ -175,10 +185,7 @@ impl KvCache {
 
     /// Bytes allocated.
     pub fn bytes(&self) -> usize {
-        let el = match self.ty {
-            KvType::F16 => 2,
-            KvType::F32 => 4,
-        };
+        let el = self.ty.elem_bytes();
         self.k.len() * (KeysView::len_for(self.dim_k, self.n_ctx) + self.n_ctx * self.dim_v) * el
     }
 

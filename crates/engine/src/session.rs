@@ -275,6 +275,12 @@ impl Session {
         self.n_ctx
     }
 
+    /// The threads this session's forward passes run on (benchmarks measure the machine
+    /// with the same threads).
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
     pub fn n_threads(&self) -> usize {
         self.pool.n_threads()
     }

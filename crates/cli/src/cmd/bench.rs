@@ -7,14 +7,22 @@
 //! untimed, and each repetition starts again from them: attention then reads D cached
 //! positions per token, the long-conversation case. Each test runs once to warm up, then
 //! `-r` times; tokens are pseudo-random ids (seeded), as in llama-bench.
+//!
+//! Generation reads every weight once per token, so beyond a few hundred MB it runs at the
+//! speed of memory, not of the kernels. Each `tgN` result therefore also gives the bandwidth
+//! it achieved (bytes read per token × tokens/s), and `--roofline` measures what the machine
+//! can stream at the same thread count, right before each repetition, so the two can be
+//! compared: a tg result near 100% of its roofline can only get faster by reading fewer bytes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ferrite_engine::{LoadOptions, Model, SessionOptions};
 use ferrite_gguf::GgmlType;
+use ferrite_quant::pool::ThreadPool;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,6 +64,36 @@ pub struct Args {
     /// Print one JSON array of results instead of a table.
     #[arg(long)]
     json: bool,
+    /// Before each tgN repetition, measure the memory read bandwidth of the same number of
+    /// threads, and report generation's bandwidth as a share of it.
+    #[arg(long)]
+    roofline: bool,
+}
+
+/// Bytes the bandwidth probe streams: far more than any last-level cache, so every pass
+/// reads memory.
+const PROBE_BYTES: usize = 512 << 20;
+
+/// Chunk of the probe buffer one thread takes at a time, as matmul deals out weight rows.
+const PROBE_CHUNK: usize = 1 << 18;
+
+/// Best of three passes of `pool`'s threads reading all of `buf`, in bytes/s. The buffer
+/// holds non-zero data the caller wrote, so its pages are real memory, not the shared zero
+/// page.
+fn read_bandwidth(pool: &ThreadPool, buf: &[u64]) -> f64 {
+    let sink = AtomicU64::new(0);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        pool.run_chunks(buf.len().div_ceil(PROBE_CHUNK / 8), |c| {
+            let words = &buf[c * PROBE_CHUNK / 8..((c + 1) * PROBE_CHUNK / 8).min(buf.len())];
+            let folded = words.iter().fold(0u64, |acc, &w| acc ^ w);
+            sink.fetch_xor(folded, Ordering::Relaxed);
+        });
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(sink.load(Ordering::Relaxed));
+    std::mem::size_of_val(buf) as f64 / best
 }
 
 struct Info {
@@ -113,6 +151,32 @@ struct Sample {
     n_gen: usize,
     n_depth: usize,
     ts: Vec<f64>,
+    /// tgN tests: mean bytes read per generated token ([`Decoder::bytes_per_token`]).
+    bytes_per_token: Option<u64>,
+    /// With `--roofline`: the machine's read bandwidth (bytes/s) before each repetition.
+    machine_bw: Vec<f64>,
+}
+
+impl Sample {
+    /// Mean achieved bandwidth of a tgN test, bytes/s.
+    fn achieved_bw(&self) -> Option<f64> {
+        self.bytes_per_token.map(|b| b as f64 * mean_sd(&self.ts).0)
+    }
+
+    /// Mean share of the machine's read bandwidth each repetition achieved.
+    fn roofline_share(&self) -> Option<f64> {
+        let b = self.bytes_per_token? as f64;
+        if self.machine_bw.len() != self.ts.len() || self.ts.is_empty() {
+            return None;
+        }
+        let shares: Vec<f64> = self
+            .ts
+            .iter()
+            .zip(&self.machine_bw)
+            .map(|(t, bw)| b * t / bw)
+            .collect();
+        Some(mean_sd(&shares).0)
+    }
 }
 
 fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
@@ -155,10 +219,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if threads.contains(&0) {
         bail!("-t: thread counts must be at least 1");
     }
+    let probe: Option<Vec<u64>> = args
+        .roofline
+        .then(|| (0..PROBE_BYTES as u64 / 8).map(|i| i | 1).collect());
     let mut results = Vec::new();
     if !args.json {
-        println!("| model | size | params | type | threads | test | t/s |");
-        println!("| --- | ---: | ---: | --- | ---: | --- | ---: |");
+        print!("| model | size | params | type | threads | test | t/s | GB/s |");
+        println!(
+            "{}",
+            if args.roofline {
+                " roofline GB/s | % |"
+            } else {
+                ""
+            }
+        );
+        print!("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |");
+        println!("{}", if args.roofline { " ---: | ---: |" } else { "" });
     }
     for path in &paths {
         let model = Model::load(path, LoadOptions::default())
@@ -182,18 +258,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
             for (np, ng, depth) in tests {
-                let mut session = model.session(SessionOptions {
+                let opts = SessionOptions {
                     n_ctx: Some((depth + np + ng).max(16)),
                     n_threads: Some(t),
                     ..SessionOptions::default()
-                })?;
+                };
+                let kv_type = opts.kv_type;
+                let mut session = model.session(opts)?;
                 let toks = tokens(np.max(ng), n_vocab, 1234);
                 if depth > 0 {
                     session.eval(&tokens(depth, n_vocab, 4321))?;
                 }
                 let mut ts = Vec::new();
+                let mut machine_bw = Vec::new();
                 for rep in 0..=args.reps {
                     session.truncate(depth);
+                    if rep > 0 && ng > 0 {
+                        if let Some(buf) = &probe {
+                            machine_bw.push(read_bandwidth(session.pool(), buf));
+                        }
+                    }
                     let start = Instant::now();
                     if np > 0 {
                         session.eval(&toks[..np])?;
@@ -207,6 +291,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         ts.push((np + ng) as f64 / secs);
                     }
                 }
+                // Mean bytes per generated token over the test's positions.
+                let bytes_per_token = (ng > 0).then(|| {
+                    let decoder = model.decoder();
+                    (depth..depth + ng)
+                        .map(|pos| decoder.bytes_per_token(pos, kv_type))
+                        .sum::<u64>()
+                        / ng as u64
+                });
                 let test = if np > 0 {
                     format!("pp{np}")
                 } else {
@@ -223,21 +315,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     n_gen: ng,
                     n_depth: depth,
                     ts,
+                    bytes_per_token,
+                    machine_bw,
                 };
+                let (m, sd) = mean_sd(&s.ts);
+                let gbs =
+                    |bw: Option<f64>| bw.map_or("-".to_string(), |b| format!("{:.1}", b / 1e9));
                 if !args.json {
-                    let (m, sd) = mean_sd(&s.ts);
-                    println!(
-                        "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {m:.2} ± {sd:.2} |",
+                    print!(
+                        "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {m:.2} ± {sd:.2} | {} |",
                         info.arch,
                         info.size as f64 / (1024.0 * 1024.0),
                         info.params as f64 / 1e6,
                         info.ty,
                         t,
-                        s.test
+                        s.test,
+                        gbs(s.achieved_bw()),
                     );
+                    if args.roofline {
+                        let machine = (!s.machine_bw.is_empty()).then(|| mean_sd(&s.machine_bw).0);
+                        let share = s
+                            .roofline_share()
+                            .map_or("-".to_string(), |x| format!("{:.0}", 100.0 * x));
+                        print!(" {} | {share} |", gbs(machine));
+                    }
+                    println!();
                 }
-                let (m, sd) = mean_sd(&s.ts);
-                results.push(serde_json::json!({
+                let mut result = serde_json::json!({
                     "model_filename": info.path,
                     "model_arch": info.arch,
                     "model_type": info.ty,
@@ -252,7 +356,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "stddev_ts": sd,
                     "samples_ts": s.ts,
                     "isa": format!("{:?}", ferrite_quant::kernels::Isa::best()),
-                }));
+                });
+                if let Some(b) = s.bytes_per_token {
+                    result["bytes_per_token"] = b.into();
+                    result["avg_bytes_per_s"] = s.achieved_bw().unwrap_or(0.0).into();
+                }
+                if !s.machine_bw.is_empty() {
+                    result["samples_machine_read_bytes_per_s"] = s.machine_bw.clone().into();
+                    result["avg_roofline_share"] = s.roofline_share().unwrap_or(0.0).into();
+                }
+                results.push(result);
             }
         }
     }

@@ -280,6 +280,52 @@ impl Decoder {
         )
     }
 
+    /// Bytes that evaluating one token at position `n_past` reads from memory: every weight
+    /// matrix it multiplies (the active share of the experts for mixture-of-experts layers)
+    /// plus the cached keys and values its attention reads from a `kv_type` cache. Generation
+    /// is bound by this traffic, so tokens/s × this is the memory bandwidth it achieves.
+    pub fn bytes_per_token(&self, n_past: usize, kv_type: crate::kv_cache::KvType) -> u64 {
+        let c = &self.config;
+        let len = |w: &Weight| w.bytes().len() as u64;
+        let linear = |l: &Linear| len(&l.w);
+        let mut weights = len(&self.output);
+        for layer in &self.layers {
+            weights += linear(&layer.wo);
+            weights += match &layer.qkv {
+                Qkv::Fused(l) => linear(l),
+                Qkv::Separate { q, k, v } => linear(q) + linear(k) + linear(v),
+            };
+            weights += match &layer.ffn {
+                Ffn::Dense { gate, up, down } => {
+                    gate.as_ref().map_or(0, linear) + linear(up) + linear(down)
+                }
+                Ffn::Experts {
+                    router,
+                    gate,
+                    up,
+                    down,
+                } => {
+                    let experts = len(gate) + len(up) + len(down);
+                    len(router) + experts * c.n_expert_used as u64 / c.n_expert.max(1) as u64
+                }
+            };
+        }
+        let kv_row = (c.n_head_kv * (c.head_dim_k + c.head_dim_v) * kv_type.elem_bytes()) as u64;
+        let keys_seen: u64 = c
+            .layers
+            .iter()
+            .map(|l| {
+                let visible = n_past + 1;
+                (if l.swa {
+                    visible.min(c.sliding_window)
+                } else {
+                    visible
+                }) as u64
+            })
+            .sum();
+        weights + keys_seen * kv_row
+    }
+
     /// Runs `tokens` (at the positions following what `kv` holds) through the model, appending
     /// them to `kv`. Logits land in `sc.logits`: `[1 or n, n_vocab]` per `want`.
     pub fn forward(
@@ -530,5 +576,54 @@ fn activate(a: Activation, gate: &mut [f32], up: &[f32]) {
     match a {
         Activation::Silu => ops::swiglu(gate, up),
         Activation::GeluTanh => ops::geglu(gate, up),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrite_gguf::GgmlType;
+
+    use crate::kv_cache::KvType;
+    use crate::session::{tiny_test_model_of, Model};
+
+    #[test]
+    fn bytes_per_token_counts_each_matrix_once_and_the_visible_cache() {
+        for ty in [GgmlType::F32, GgmlType::Q4_0, GgmlType::Q8_0] {
+            let model = Model::from_gguf(tiny_test_model_of(ty)).unwrap();
+            // The tiny model ties its output to the token embeddings: the output product
+            // reads that matrix whole, the lookup one row (not counted).
+            let matrices: u64 = model
+                .gguf()
+                .tensors()
+                .iter()
+                .filter(|t| t.dims.len() == 2)
+                .map(|t| t.n_bytes)
+                .sum();
+            let c = model.config();
+            let kv_row = (c.n_head_kv * (c.head_dim_k + c.head_dim_v)) as u64;
+            let layers = c.n_layer as u64;
+            let dec = model.decoder();
+            assert_eq!(
+                dec.bytes_per_token(0, KvType::F16),
+                matrices + layers * kv_row * 2,
+                "{ty}"
+            );
+            assert_eq!(
+                dec.bytes_per_token(9, KvType::F32),
+                matrices + layers * 10 * kv_row * 4,
+                "{ty}"
+            );
+            // A sliding-window layer reads at most its window.
+            let mut config = c.clone();
+            config.layers[0].swa = true;
+            config.sliding_window = 4;
+            let file = std::sync::Arc::new(tiny_test_model_of(ty));
+            let swa = super::Decoder::load(file, config).unwrap();
+            assert_eq!(
+                swa.bytes_per_token(9, KvType::F16),
+                matrices + (4 + (layers - 1) * 10) * kv_row * 2,
+                "{ty}"
+            );
+        }
     }
 }
