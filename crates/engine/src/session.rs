@@ -434,7 +434,10 @@ pub fn tiny_test_model_of(matrix_type: ferrite_gguf::GgmlType) -> GgufFile {
         })
         .collect();
     md.set("tokenizer.ggml.model", Value::String("llama".into()));
-    md.set("tokenizer.ggml.tokens", Value::Array(Array::String(vocab)));
+    md.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::String(vocab.into())),
+    );
     md.set(
         "tokenizer.ggml.scores",
         Value::Array(Array::F32(vec![0.0; nv as usize])),

@@ -28,7 +28,7 @@ fn main() -> std::io::Result<()> {
         Value::F64(-0.25),
         Value::Bool(true),
         Value::String("héllo".into()),
-        Value::Array(Array::String(vec!["a".into(), "".into(), "ç".into()])),
+        Value::Array(Array::String(["a", "", "ç"].iter().collect())),
         Value::Array(Array::F32(vec![1.0, -1.0])),
         Value::Array(Array::Bool(vec![true, false])),
         Value::Array(Array::Array(vec![
@@ -63,7 +63,7 @@ fn main() -> std::io::Result<()> {
     let mut tok = Metadata::new();
     tok.insert(
         "tokenizer.ggml.tokens",
-        Value::Array(Array::String(vec!["<s>".into(), "x".into()])),
+        Value::Array(Array::String(["<s>", "x"].iter().collect())),
     )
     .unwrap();
     tok.insert(

@@ -27,5 +27,5 @@ pub use error::{GgufError, Result};
 pub use file::{GgufFile, OpenOptions};
 pub use reader::{parse, Header, TensorInfo};
 pub use types::{GgmlType, TypeInfo};
-pub use value::{Array, Metadata, MetadataError, Value, ValueType};
+pub use value::{Array, Metadata, MetadataError, StringArray, StringArrayFull, Value, ValueType};
 pub use writer::{HeaderWriter, TensorSpec};

@@ -7,7 +7,7 @@
 
 use crate::error::{GgufError, Result};
 use crate::types::GgmlType;
-use crate::value::{Array, Metadata, Value, ValueType};
+use crate::value::{Array, Metadata, StringArray, Value, ValueType};
 
 pub const MAGIC: &[u8; 4] = b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -120,6 +120,10 @@ impl<'a> Cursor<'a> {
     /// Gemma), so the happy path does no work beyond the bounds check, the UTF-8 check and the
     /// one allocation of the result.
     fn string(&mut self, what: &str) -> Result<String> {
+        self.str(what).map(str::to_owned)
+    }
+
+    fn str(&mut self, what: &str) -> Result<&'a str> {
         let at = self.pos as u64;
         let len = u64::from_le_bytes(self.array(what)?);
         if len > self.remaining() as u64 {
@@ -133,7 +137,7 @@ impl<'a> Cursor<'a> {
         }
         let bytes = self.take(len as usize, what)?;
         match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.to_owned()),
+            Ok(s) => Ok(s),
             Err(e) => Err(GgufError::format(
                 at + 8 + e.valid_up_to() as u64,
                 format!("{what} is not valid UTF-8"),
@@ -216,11 +220,18 @@ impl<'a> Cursor<'a> {
             ValueType::F32 => fixed!(F32, f32),
             ValueType::F64 => fixed!(F64, f64),
             ValueType::Bool => Array::Bool((0..n).map(|_| self.bool()).collect::<Result<_>>()?),
-            ValueType::String => Array::String(
-                (0..n)
-                    .map(|_| self.string("array string"))
-                    .collect::<Result<_>>()?,
-            ),
+            ValueType::String => {
+                let mut strings = StringArray::with_capacity(n);
+                for _ in 0..n {
+                    let at = self.pos;
+                    let s = self.str("array string")?;
+                    strings.try_push(s).map_err(|_| {
+                        GgufError::format(at as u64, "array strings total over 4 GiB")
+                    })?;
+                }
+                strings.shrink_to_fit();
+                Array::String(strings)
+            }
             ValueType::Array => Array::Array(
                 (0..n)
                     .map(|_| self.array_value(depth + 1))

@@ -100,6 +100,130 @@ pub enum Value {
     Array(Array),
 }
 
+/// An array of strings in one text buffer with 32-bit offsets.
+///
+/// Why not `Vec<String>`: vocabularies are arrays of hundreds of thousands of short
+/// strings (Gemma 3: 262,144 tokens; SmolLM2: 48,900 merges too), and each `String` costs a
+/// 24-byte header plus a heap block of at least 32 bytes: ~14 MiB for Gemma's tokens, kept
+/// for as long as the file is open. Here a string costs its bytes and a 4-byte offset, and
+/// parsing makes two allocations instead of one per string.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StringArray {
+    /// Every string, one after another.
+    text: String,
+    /// String `i` is `text[ends[i - 1]..ends[i]]` (from 0 for the first).
+    ends: Vec<u32>,
+}
+
+/// [`StringArray::try_push`] refused a string: the texts would exceed 4 GiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StringArrayFull;
+
+impl StringArray {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty array with room for `n` strings.
+    pub fn with_capacity(n: usize) -> Self {
+        StringArray {
+            text: String::new(),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends `s`, unless the texts would then exceed 4 GiB.
+    pub fn try_push(&mut self, s: &str) -> Result<(), StringArrayFull> {
+        let end = u32::try_from(self.text.len() + s.len()).map_err(|_| StringArrayFull)?;
+        self.text.push_str(s);
+        self.ends.push(end);
+        Ok(())
+    }
+
+    /// Appends `s`.
+    ///
+    /// # Panics
+    /// If the texts would exceed 4 GiB ([`try_push`](Self::try_push) reports it instead).
+    pub fn push(&mut self, s: &str) {
+        self.try_push(s)
+            .expect("a StringArray holds at most 4 GiB of text");
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// String `i`, `None` out of range.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Some(&self.text[start..end])
+    }
+
+    /// Every string, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let s = &self.text[start..end as usize];
+            start = end as usize;
+            s
+        })
+    }
+
+    /// Total bytes of all strings.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Releases spare capacity (parsing cannot know the total text size in advance).
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+}
+
+impl fmt::Debug for StringArray {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl std::ops::Index<usize> for StringArray {
+    type Output = str;
+
+    /// # Panics
+    /// If `i` is out of range, as slices do.
+    fn index(&self, i: usize) -> &str {
+        match self.get(i) {
+            Some(s) => s,
+            None => panic!("index {i} out of range for {} strings", self.len()),
+        }
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for StringArray {
+    /// # Panics
+    /// If the texts exceed 4 GiB.
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let iter = iter.into_iter();
+        let mut a = StringArray::with_capacity(iter.size_hint().0);
+        for s in iter {
+            a.push(s.as_ref());
+        }
+        a
+    }
+}
+
+impl From<Vec<String>> for StringArray {
+    fn from(v: Vec<String>) -> Self {
+        v.iter().collect()
+    }
+}
+
 /// A homogeneous metadata array. Arrays of arrays are allowed (to a bounded depth).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Array {
@@ -114,7 +238,7 @@ pub enum Array {
     F32(Vec<f32>),
     F64(Vec<f64>),
     Bool(Vec<bool>),
-    String(Vec<String>),
+    String(StringArray),
     Array(Vec<Array>),
 }
 
@@ -254,7 +378,7 @@ impl Array {
             Array::F32(v) => Value::F32(*v.get(i)?),
             Array::F64(v) => Value::F64(*v.get(i)?),
             Array::Bool(v) => Value::Bool(*v.get(i)?),
-            Array::String(v) => Value::String(v.get(i)?.clone()),
+            Array::String(v) => Value::String(v.get(i)?.to_string()),
             Array::Array(v) => Value::Array(v.get(i)?.clone()),
         })
     }
@@ -407,9 +531,9 @@ impl Metadata {
         self.typed(key, "array", Value::as_array)
     }
 
-    pub fn get_str_array(&self, key: &str) -> Result<Option<&[String]>, MetadataError> {
+    pub fn get_str_array(&self, key: &str) -> Result<Option<&StringArray>, MetadataError> {
         self.typed(key, "[string]", |v| match v {
-            Value::Array(Array::String(s)) => Some(s.as_slice()),
+            Value::Array(Array::String(s)) => Some(s),
             _ => None,
         })
     }
@@ -460,5 +584,40 @@ impl fmt::Display for Value {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_array_keeps_each_string_including_empty_and_multibyte_ones() {
+        let words = ["", "a", "déf", "", "▁the", "<0x0A>", ""];
+        let a: StringArray = words.iter().collect();
+        assert_eq!(a.len(), words.len());
+        assert_eq!(a.iter().len(), words.len());
+        assert_eq!(a.iter().collect::<Vec<_>>(), words);
+        for (i, w) in words.iter().enumerate() {
+            assert_eq!(a.get(i), Some(*w));
+            assert_eq!(&a[i], *w);
+        }
+        assert_eq!(a.get(words.len()), None);
+        assert_eq!(a.text_len(), words.concat().len());
+        assert_eq!(format!("{a:?}"), format!("{words:?}"));
+        let same = StringArray::from(words.map(String::from).to_vec());
+        assert_eq!(a, same);
+        let mut other = same.clone();
+        other.push("x");
+        assert_ne!(a, other);
+        assert!(StringArray::new().is_empty());
+        assert_eq!(Array::String(a).get(2), Some(Value::String("déf".into())));
+    }
+
+    #[test]
+    #[should_panic(expected = "index 1 out of range for 1 strings")]
+    fn string_array_index_out_of_range_panics_like_a_slice() {
+        let a: StringArray = ["only"].iter().collect();
+        let _ = &a[1];
     }
 }

@@ -90,7 +90,7 @@ pub fn write_array_elements(w: &mut impl Write, a: &Array) -> io::Result<()> {
             }
         }
         Array::String(v) => {
-            for s in v {
+            for s in v.iter() {
                 write_str(w, s)?;
             }
         }

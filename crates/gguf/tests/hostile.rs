@@ -21,7 +21,7 @@ fn base() -> Vec<u8> {
         ("k.i8", Value::I8(-1)),
         (
             "tokenizer.ggml.tokens",
-            Value::Array(Array::String(vec!["a".into(), "bc".into(), "déf".into()])),
+            Value::Array(Array::String(["a", "bc", "déf"].iter().collect())),
         ),
         ("k.u16s", Value::Array(Array::U16(vec![1, 2, 3]))),
         (

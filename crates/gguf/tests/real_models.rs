@@ -114,7 +114,7 @@ fn smollm2_matches_the_python_reader() {
         assert_eq!(m.get_u64("llama.block_count").unwrap(), Some(30));
         let tokens = m.get_str_array("tokenizer.ggml.tokens").unwrap().unwrap();
         assert_eq!(tokens.len(), 49152);
-        assert_eq!(tokens[0], "<|endoftext|>");
+        assert_eq!(&tokens[0], "<|endoftext|>");
         let Some(Value::Array(Array::I32(tt))) = m.get("tokenizer.ggml.token_type") else {
             panic!("token_type")
         };

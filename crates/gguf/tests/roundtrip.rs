@@ -35,7 +35,7 @@ fn leaf_array() -> impl Strategy<Value = Array> {
         prop::collection::vec(f32s(), n.clone()).prop_map(Array::F32),
         prop::collection::vec(f64s(), n.clone()).prop_map(Array::F64),
         prop::collection::vec(any::<bool>(), n.clone()).prop_map(Array::Bool),
-        prop::collection::vec(any::<String>(), n).prop_map(Array::String),
+        prop::collection::vec(any::<String>(), n).prop_map(|v| Array::String(v.into())),
     ]
 }
 

@@ -71,7 +71,7 @@ fn token_text(md: &Metadata, key: &str) -> String {
     let id = md.get(key).and_then(GValue::as_u64);
     match (id, md.get("tokenizer.ggml.tokens")) {
         (Some(id), Some(GValue::Array(Array::String(t)))) => {
-            t.get(id as usize).cloned().unwrap_or_default()
+            t.get(id as usize).unwrap_or_default().to_string()
         }
         _ => String::new(),
     }

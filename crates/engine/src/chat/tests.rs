@@ -75,7 +75,7 @@ fn builtin_choice_by_architecture_and_vocabulary() {
         m.set("general.name", G::String(name.into()));
         m.set(
             "tokenizer.ggml.tokens",
-            G::Array(Array::String(toks.iter().map(|s| s.to_string()).collect())),
+            G::Array(Array::String(toks.iter().collect())),
         );
         m
     };

@@ -77,7 +77,7 @@ fn key(a: u32, b: u32) -> u64 {
 impl Bpe {
     pub fn new(
         pre: &str,
-        merges: &[String],
+        merges: &ferrite_gguf::StringArray,
         lookup: &dyn Fn(&str) -> Option<u32>,
     ) -> Result<Bpe, TokenizerError> {
         let (pre, flags) = PreTokenizer::for_name(pre)?;

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
-use ferrite_gguf::{Array, Metadata, Value};
+use ferrite_gguf::{Array, Metadata, StringArray, Value};
 use rustc_hash::FxHashMap;
 
 pub use stream::StreamDecoder;
@@ -236,7 +236,7 @@ impl Tokenizer {
             _ => return Err(TokenizerError::UnknownModel(model_name)),
         };
 
-        let tokens: &[String] = match md.get("tokenizer.ggml.tokens") {
+        let tokens: &StringArray = match md.get("tokenizer.ggml.tokens") {
             None => return Err(TokenizerError::Missing("tokenizer.ggml.tokens")),
             Some(Value::Array(Array::String(t))) => t,
             Some(v) => {
@@ -261,7 +261,7 @@ impl Tokenizer {
             if t.is_empty() {
                 Cow::Owned(format!("[EMPTY_{i}]"))
             } else {
-                Cow::Borrowed(t.as_str())
+                Cow::Borrowed(t)
             }
         }))
         .map_err(|e| match e {
@@ -355,7 +355,7 @@ impl Tokenizer {
 
         let (model, mut add_bos, mut add_space_prefix, clean_spaces, mut bos, mut eos, mut unk) =
             if is_bpe {
-                let merges: &[String] = match md.get("tokenizer.ggml.merges") {
+                let merges: &StringArray = match md.get("tokenizer.ggml.merges") {
                     None => return Err(TokenizerError::Missing("tokenizer.ggml.merges")),
                     Some(Value::Array(Array::String(m))) => m,
                     Some(v) => {

@@ -11,7 +11,7 @@ fn md(entries: Vec<(&str, Value)>) -> Metadata {
 }
 
 fn strs(v: &[&str]) -> Value {
-    Value::Array(Array::String(v.iter().map(|s| s.to_string()).collect()))
+    Value::Array(Array::String(v.iter().collect()))
 }
 
 /// A tiny byte-level BPE vocabulary: all 256 byte characters plus a few merges.
@@ -26,7 +26,10 @@ fn tiny_bpe() -> Vec<(&'static str, Value)> {
     vec![
         ("tokenizer.ggml.model", Value::String("gpt2".into())),
         ("tokenizer.ggml.pre", Value::String("gpt-2".into())),
-        ("tokenizer.ggml.tokens", Value::Array(Array::String(toks))),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(toks.into())),
+        ),
         ("tokenizer.ggml.token_type", Value::Array(Array::I32(types))),
         (
             "tokenizer.ggml.merges",
@@ -203,7 +206,10 @@ fn spm_prefix_space_and_byte_fallback() {
     scores[n - 3] = 2.0; // ▁a
     let m = md(vec![
         ("tokenizer.ggml.model", Value::String("llama".into())),
-        ("tokenizer.ggml.tokens", Value::Array(Array::String(toks))),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(toks.into())),
+        ),
         ("tokenizer.ggml.scores", Value::Array(Array::F32(scores))),
         ("tokenizer.ggml.token_type", Value::Array(Array::I32(types))),
     ]);
@@ -234,7 +240,10 @@ fn stream_decoder_replaces_broken_sequences() {
     let n = toks.len();
     let m = md(vec![
         ("tokenizer.ggml.model", Value::String("llama".into())),
-        ("tokenizer.ggml.tokens", Value::Array(Array::String(toks))),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(toks.into())),
+        ),
         (
             "tokenizer.ggml.scores",
             Value::Array(Array::F32(vec![0.0; n])),

@@ -3,21 +3,20 @@
 //! Why not `Vec<String>` and a `HashMap<String, u32>`: Gemma 3's 262,144 tokens cost that
 //! ~45 MiB (two small allocations per token and a 16 MiB table of owned keys), beyond the
 //! 64 MiB a model may use over its file and KV cache while it generates. Here a token costs
-//! its text, a 4-byte offset and a 4-byte slot of a table that holds ids only (the key is
-//! looked up in the buffer): ~7 MiB for Gemma's vocabulary. `hashbrown::HashTable` is the map
-//! made for keys stored elsewhere.
+//! its text and a 4-byte offset (a [`StringArray`], as the file's metadata holds it) and a
+//! 4-byte slot of a table that holds ids only (the key is looked up in the texts): ~7 MiB for
+//! Gemma's vocabulary. `hashbrown::HashTable` is the map made for keys stored elsewhere.
 
 use std::borrow::Cow;
 use std::hash::BuildHasher;
 
+use ferrite_gguf::StringArray;
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
 pub(crate) struct Vocab {
-    /// Every token's text, one after another.
-    text: String,
-    /// Token `i` is `text[offs[i]..offs[i + 1]]`.
-    offs: Vec<u32>,
+    /// Token `i`'s text is string `i`.
+    texts: StringArray,
     /// Ids, hashed by their text.
     index: HashTable<u32>,
 }
@@ -47,17 +46,13 @@ impl Vocab {
         tokens: impl ExactSizeIterator<Item = Cow<'a, str>>,
     ) -> Result<Vocab, VocabError> {
         let n = tokens.len();
-        let mut text = String::new();
-        let mut offs = Vec::with_capacity(n + 1);
-        offs.push(0u32);
+        let mut texts = StringArray::with_capacity(n);
         for t in tokens {
-            text.push_str(&t);
-            offs.push(u32::try_from(text.len()).map_err(|_| VocabError::TooLarge)?);
+            texts.try_push(&t).map_err(|_| VocabError::TooLarge)?;
         }
-        text.shrink_to_fit();
+        texts.shrink_to_fit();
         let mut v = Vocab {
-            text,
-            offs,
+            texts,
             index: HashTable::new(),
         };
         let mut index = HashTable::with_capacity(n);
@@ -77,18 +72,17 @@ impl Vocab {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.offs.len() - 1
+        self.texts.len()
     }
 
     /// The text of token `id`, which must be in range (ids the tokenizer made itself).
     pub(crate) fn text(&self, id: u32) -> &str {
-        let i = id as usize;
-        &self.text[self.offs[i] as usize..self.offs[i + 1] as usize]
+        &self.texts[id as usize]
     }
 
     /// The text of token `id`, `None` out of range.
     pub(crate) fn get(&self, id: u32) -> Option<&str> {
-        ((id as usize) < self.len()).then(|| self.text(id))
+        self.texts.get(id as usize)
     }
 
     /// The id of the token whose text is `t`.
@@ -98,7 +92,7 @@ impl Vocab {
 
     /// Every token's text, in id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        (0..self.len() as u32).map(|i| self.text(i))
+        self.texts.iter()
     }
 }
 
