@@ -12,20 +12,25 @@ fn ferrite(args: &[&str]) -> Output {
         .expect("running ferrite")
 }
 
-#[test]
-fn json_report_has_one_entry_per_test_and_thread_count() {
+/// `ferrite bench SmolLM2 ARGS... --json`, which must succeed: its rows.
+fn bench_smollm2(args: &[&str]) -> Vec<Json> {
     let model = ferrite_testdata::smollm2();
-    let m = model.to_str().unwrap();
-    let out = ferrite(&[
-        "bench", m, "-p", "8", "-n", "3", "-r", "2", "-t", "1,2", "--json",
-    ]);
+    let mut all = vec!["bench", model.to_str().unwrap()];
+    all.extend(args);
+    all.push("--json");
+    let out = ferrite(&all);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Json = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = v.as_array().unwrap();
+    v.as_array().unwrap().clone()
+}
+
+#[test]
+fn json_report_has_one_entry_per_test_and_thread_count() {
+    let rows = bench_smollm2(&["-p", "8", "-n", "3", "-r", "2", "-t", "1,2"]);
     let got: Vec<(String, u64)> = rows
         .iter()
         .map(|r| {
@@ -39,7 +44,7 @@ fn json_report_has_one_entry_per_test_and_thread_count() {
         got,
         [("pp8", 1), ("tg3", 1), ("pp8", 2), ("tg3", 2)].map(|(t, n)| (t.to_string(), n))
     );
-    for r in rows {
+    for r in &rows {
         assert_eq!(r["samples_ts"].as_array().unwrap().len(), 2);
         assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
         assert_eq!(r["model_type"], "Q4_1");
@@ -49,20 +54,8 @@ fn json_report_has_one_entry_per_test_and_thread_count() {
 
 #[test]
 fn depth_runs_each_test_after_that_many_cached_tokens() {
-    let model = ferrite_testdata::smollm2();
-    let m = model.to_str().unwrap();
-    let out = ferrite(&[
-        "bench", m, "-p", "8", "-n", "3", "-d", "0,16", "-r", "1", "-t", "1", "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Json = serde_json::from_slice(&out.stdout).unwrap();
-    let got: Vec<(String, u64)> = v
-        .as_array()
-        .unwrap()
+    let rows = bench_smollm2(&["-p", "8", "-n", "3", "-d", "0,16", "-r", "1", "-t", "1"]);
+    let got: Vec<(String, u64)> = rows
         .iter()
         .map(|r| {
             (
@@ -90,35 +83,13 @@ fn bad_arguments_are_refused_with_a_message() {
 
 #[test]
 fn roofline_reports_bytes_per_token_and_the_machine_bandwidth() {
-    let model = ferrite_testdata::smollm2();
-    let m = model.to_str().unwrap();
-    let out = ferrite(&[
-        "bench",
-        m,
-        "-p",
-        "8",
-        "-n",
-        "3",
-        "-r",
-        "2",
-        "-t",
-        "1",
-        "--roofline",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Json = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = v.as_array().unwrap();
+    let rows = bench_smollm2(&["-p", "8", "-n", "3", "-r", "2", "-t", "1", "--roofline"]);
     let (pp, tg) = (&rows[0], &rows[1]);
     assert!(pp.get("bytes_per_token").is_none(), "{pp}");
     // SmolLM2 ties its output to the token embeddings: each token reads every matrix of
     // the file once, plus 30 layers × 3 KV heads × (64 + 64) f16 values per cached
     // position (1, 2 and 3 positions visible over tg3: 2 on average).
-    let file = ferrite_gguf::GgufFile::open(&model).unwrap();
+    let file = ferrite_gguf::GgufFile::open(ferrite_testdata::smollm2()).unwrap();
     let matrices: u64 = file
         .tensors()
         .iter()
