@@ -13,6 +13,8 @@
 //!   holds element `j` of block `b` in its low nibble and element `16 + j` in its high one,
 //!   as in ggml), then the four f16 scales. One AND gives every block's first half, one
 //!   shift-and-AND every block's second half.
+//! - Q4_1 (80 bytes): the code bytes as Q4_0's (unsigned codes, no offset), then the four
+//!   f16 scales, then the four f16 mins.
 //! - Q5_0 (88 bytes): the four blocks' code bytes as Q4_0's, then the fifth bits as two
 //!   64-bit masks (bit `16b + j` of the first is element `j` of block `b`'s, of the second
 //!   element `16 + j`'s: one masked byte add each puts them into the nibbles), then the four
@@ -54,7 +56,9 @@
 
 use ferrite_gguf::GgmlType;
 
-use crate::kernels::layout::{Q4_0_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES};
+use crate::kernels::layout::{
+    Q4_0_BYTES, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES,
+};
 use crate::kernels::scalar::k4_scale_min;
 use crate::kernels::{self, Isa};
 use crate::quantize::pack_scales_6bit;
@@ -66,13 +70,16 @@ pub const GROUP: usize = 4;
 /// of their activations ([`crate::kernels::ActType::Q8_KGrouped`]).
 pub const K_GROUP: usize = crate::kernels::act::K_GROUP;
 
-/// Every type with a packed layout ([`has_layout`]).
-pub const PACKED_TYPES: [GgmlType; 5] = [
+/// Every type with a packed layout ([`has_layout`]), in the order they got one (tests
+/// draw random data for them in this order: a new type goes last, so that the others keep
+/// their data).
+pub const PACKED_TYPES: [GgmlType; 6] = [
     GgmlType::Q4_0,
     GgmlType::Q5_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
+    GgmlType::Q4_1,
 ];
 
 /// Whether ferrite has a packed layout for `ty` (whatever the CPU).
@@ -91,13 +98,17 @@ pub fn worth_packing(ty: GgmlType) -> bool {
 /// Whether a row of `ty` that is not a whole number of groups ends in a short group (rather
 /// than one padded with zero blocks).
 fn short_tail(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0
+    )
 }
 
 /// `(elements per block, bytes per block, blocks per group)` of `ty`'s packed layout.
 fn shape(ty: GgmlType) -> Option<(usize, usize, usize)> {
     match ty {
         GgmlType::Q4_0 => Some((32, Q4_0_BYTES, GROUP)),
+        GgmlType::Q4_1 => Some((32, Q4_1_BYTES, GROUP)),
         GgmlType::Q5_0 => Some((32, Q5_0_BYTES, GROUP)),
         GgmlType::Q8_0 => Some((32, Q8_0_BYTES, GROUP)),
         GgmlType::Q4_K => Some((256, Q4_K_BYTES, K_GROUP)),
@@ -177,6 +188,16 @@ fn pack_group(ty: GgmlType, from: &[u8], out: &mut [u8]) {
             for (b, blk) in from.chunks_exact(Q4_0_BYTES).enumerate() {
                 scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
                 values[16 * b..16 * b + 16].copy_from_slice(&blk[2..]);
+            }
+        }
+        GgmlType::Q4_1 => {
+            let n = from.len() / Q4_1_BYTES;
+            let (values, rest) = out.split_at_mut(n * 16);
+            let (scales, mins) = rest.split_at_mut(n * 2);
+            for (b, blk) in from.chunks_exact(Q4_1_BYTES).enumerate() {
+                scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
+                mins[2 * b..2 * b + 2].copy_from_slice(&blk[2..4]);
+                values[16 * b..16 * b + 16].copy_from_slice(&blk[4..]);
             }
         }
         GgmlType::Q5_0 => {
@@ -331,6 +352,16 @@ fn unpack_group(ty: GgmlType, from: &[u8], blocks: &mut [u8]) {
             for (b, blk) in blocks.chunks_exact_mut(Q4_0_BYTES).enumerate() {
                 blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
                 blk[2..].copy_from_slice(&values[16 * b..16 * b + 16]);
+            }
+        }
+        GgmlType::Q4_1 => {
+            let n = blocks.len() / Q4_1_BYTES;
+            let (values, rest) = from.split_at(n * 16);
+            let (scales, mins) = rest.split_at(n * 2);
+            for (b, blk) in blocks.chunks_exact_mut(Q4_1_BYTES).enumerate() {
+                blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
+                blk[2..4].copy_from_slice(&mins[2 * b..2 * b + 2]);
+                blk[4..].copy_from_slice(&values[16 * b..16 * b + 16]);
             }
         }
         GgmlType::Q5_0 => {
@@ -492,12 +523,15 @@ mod tests {
 
     #[test]
     fn packed_types_lists_every_type_with_a_layout() {
-        let with_layout: Vec<GgmlType> = ferrite_gguf::types::TYPES
+        let mut with_layout: Vec<GgmlType> = ferrite_gguf::types::TYPES
             .iter()
             .map(|info| info.ty)
             .filter(|&t| has_layout(t))
             .collect();
-        assert_eq!(with_layout, PACKED_TYPES);
+        let mut listed = PACKED_TYPES.to_vec();
+        with_layout.sort_by_key(|t| *t as u32);
+        listed.sort_by_key(|t| *t as u32);
+        assert_eq!(with_layout, listed);
     }
 
     #[test]
@@ -596,6 +630,7 @@ mod tests {
         assert_eq!(packed_row_bytes(GgmlType::Q6_K, 5632), Some(22 * 210));
         assert_eq!(packed_row_bytes(GgmlType::Q4_K, 576), None);
         assert_eq!(packed_row_bytes(GgmlType::Q4_0, 33), None);
-        assert_eq!(packed_row_bytes(GgmlType::Q4_1, 64), None);
+        assert_eq!(packed_row_bytes(GgmlType::Q4_1, 576), Some(18 * 20));
+        assert_eq!(packed_row_bytes(GgmlType::Q5_1, 64), None);
     }
 }

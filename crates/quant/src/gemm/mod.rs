@@ -135,7 +135,9 @@ fn decode_weight_row(
         return decode::decode_row(ty, row, q, d, m);
     }
     let nb = k / ty.block_size() as usize;
-    if crate::repack::decode_k_row(ty, row, nb, q, d, m) {
+    if crate::repack::decode_k_row(ty, row, nb, q, d, m)
+        || decode::decode_packed_q4_row(ty, row, nb, q, d, m)
+    {
         return;
     }
     unpacked.resize(

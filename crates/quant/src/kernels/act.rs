@@ -27,9 +27,10 @@ pub enum ActType {
     /// Q8_0's numbers for packed weights ([`crate::repack`]), in groups of four blocks of
     /// 256 bytes: the blocks' first halves (elements 0..16, 16 bytes per block), their
     /// second halves, `-8 ·` the sum of each 32-bit lane's eight values (four from each
-    /// half) as 16 i32, the four f16-exact scales as f32, and 48 bytes of padding (so each
-    /// part of a group stays 64-byte aligned relative to the row). A row is zero-padded to
-    /// whole groups.
+    /// half) as 16 i32, the four f16-exact scales as f32, the four blocks' scaled sums as
+    /// Q8_1 carries them (`d · Σq` through f16, for Q4_1's mins) as f32, and 32 bytes of
+    /// padding (so each part of a group stays 64-byte aligned relative to the row). A row
+    /// is zero-padded to whole groups.
     Q8_0Grouped,
     /// Q8_K's numbers for packed k-quant weights ([`crate::repack`]), in groups of two
     /// blocks of [`K_GROUPED_BYTES`]. Lane `l = 8b + s` of a 512-bit register stands for
@@ -175,7 +176,7 @@ pub fn quantize_row(act: ActType, x: &[f32], out: &mut [u8]) {
             out.fill(0);
             let mut q = [0u8; 32];
             for (b, xb) in x.chunks_exact(32).enumerate() {
-                let (d, _) = q8_block(xb, &mut q);
+                let (d, sum) = q8_block(xb, &mut q);
                 let (g, i) = (b / PLANAR_STEP, b % PLANAR_STEP);
                 let group = &mut out[g * GROUPED_BYTES..(g + 1) * GROUPED_BYTES];
                 group[16 * i..16 * i + 16].copy_from_slice(&q[..16]);
@@ -186,9 +187,12 @@ pub fn quantize_row(act: ActType, x: &[f32], out: &mut [u8]) {
                     let at = 128 + 4 * (4 * i + t);
                     group[at..at + 4].copy_from_slice(&(-8 * sum).to_le_bytes());
                 }
-                // Through f16 and back, exactly the scale a Q8_0 block would carry.
+                // Through f16 and back: exactly the scale a Q8_0 block would carry, and the
+                // sum a Q8_1 block would.
+                let s = f16::from_f32(d * sum as f32).to_f32();
                 let d = f16::from_f32(d).to_f32();
                 group[192 + 4 * i..196 + 4 * i].copy_from_slice(&d.to_le_bytes());
+                group[208 + 4 * i..212 + 4 * i].copy_from_slice(&s.to_le_bytes());
             }
         }
         ActType::Q8_KGrouped => {

@@ -413,6 +413,7 @@ pub fn packed_kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
         Isa::Scalar => Some(Kernel {
             dot: match ty {
                 GgmlType::Q4_0 => scalar::dot_q4_0_packed,
+                GgmlType::Q4_1 => scalar::dot_q4_1_packed,
                 GgmlType::Q5_0 => scalar::dot_q5_0_packed,
                 GgmlType::Q8_0 => scalar::dot_q8_0_packed,
                 GgmlType::Q4_K => scalar::dot_q4_k_packed,

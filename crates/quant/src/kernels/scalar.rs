@@ -66,15 +66,24 @@ pub fn dot_q4_0(w: &[u8], a: &[u8]) -> f32 {
 /// Packed Q4_0 ([`crate::repack`]) · [`super::ActType::Q8_0Grouped`]: the reference for
 /// the packed kernels, block by block in the order [`dot_q4_0`] adds them.
 pub fn dot_q4_0_packed(w: &[u8], a: &[u8]) -> f32 {
-    dot_packed(w, a, Q4_0_BYTES, |g, _, b, e| {
-        let v = g[16 * b + e % 16];
-        i32::from(if e < 16 { v & 0x0f } else { v >> 4 }) - 8
-    })
+    dot_packed::<false>(w, a, Q4_0_BYTES, |g, _, b, e| q4_code(g, b, e) - 8)
+}
+
+/// Code `e` of block `b` in a packed Q4_0 or Q4_1 group (unsigned, before any offset).
+fn q4_code(g: &[u8], b: usize, e: usize) -> i32 {
+    let v = g[16 * b + e % 16];
+    i32::from(if e < 16 { v & 0x0f } else { v >> 4 })
+}
+
+/// Packed Q4_1 · [`super::ActType::Q8_0Grouped`], whose scaled sums are Q8_1's: the same
+/// sums as [`dot_q4_1`] (see [`dot_q4_0_packed`]).
+pub fn dot_q4_1_packed(w: &[u8], a: &[u8]) -> f32 {
+    dot_packed::<true>(w, a, Q4_1_BYTES, |g, _, b, e| q4_code(g, b, e))
 }
 
 /// Packed Q5_0 · [`super::ActType::Q8_0Grouped`] (see [`dot_q4_0_packed`]).
 pub fn dot_q5_0_packed(w: &[u8], a: &[u8]) -> f32 {
-    dot_packed(w, a, Q5_0_BYTES, |g, n, b, e| {
+    dot_packed::<false>(w, a, Q5_0_BYTES, |g, n, b, e| {
         let v = g[16 * b + e % 16];
         let nibble = if e < 16 { v & 0x0f } else { v >> 4 };
         // Bit 16b + e % 16 of the mask for this half of the blocks.
@@ -87,7 +96,7 @@ pub fn dot_q5_0_packed(w: &[u8], a: &[u8]) -> f32 {
 
 /// Packed Q8_0 · [`super::ActType::Q8_0Grouped`] (see [`dot_q4_0_packed`]).
 pub fn dot_q8_0_packed(w: &[u8], a: &[u8]) -> f32 {
-    dot_packed(w, a, Q8_0_BYTES, |g, n, b, e| {
+    dot_packed::<false>(w, a, Q8_0_BYTES, |g, n, b, e| {
         i32::from((g[16 * n * (e / 16) + 16 * b + e % 16] ^ 0x80) as i8)
     })
 }
@@ -129,9 +138,11 @@ fn unpack_k(ty: GgmlType, w: &[u8], a: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// `Σ d_w · d_a · Σ_e w_e · a_e` over the blocks of a packed row of `block_bytes` per
-/// block: groups of four, the last one short (1..4 blocks), each with its `n` scales last;
-/// `value(group, n, block, element)` decodes one weight of a group of `n` blocks.
-fn dot_packed(
+/// block: groups of four, the last one short (1..4 blocks), each with its `n` scales last,
+/// or with `MINS` its `n` scales and then its `n` mins, which add `m_w · s_a` per block (the
+/// activations' scaled sums); `value(group, n, block, element)` decodes one weight of a
+/// group of `n` blocks.
+fn dot_packed<const MINS: bool>(
     w: &[u8],
     a: &[u8],
     block_bytes: usize,
@@ -142,6 +153,7 @@ fn dot_packed(
     let groups = w.chunks(crate::repack::GROUP * block_bytes);
     for (g, ag) in groups.zip(a.chunks_exact(GROUPED_BYTES)) {
         let n = g.len() / block_bytes;
+        let scales = g.len() - if MINS { 4 * n } else { 2 * n };
         for b in 0..n {
             let at = |e: usize| {
                 if e < 16 {
@@ -153,8 +165,13 @@ fn dot_packed(
             let dot: i32 = (0..32)
                 .map(|e| value(g, n, b, e) * i32::from(ag[at(e)] as i8))
                 .sum();
-            let da = f32::from_le_bytes(ag[192 + 4 * b..196 + 4 * b].try_into().unwrap());
-            s += f16_at(g, g.len() - 2 * n + 2 * b) * da * dot as f32;
+            let da = f32_at(ag, 192 + 4 * b);
+            let term = f16_at(g, scales + 2 * b) * da * dot as f32;
+            s += if MINS {
+                term + f16_at(g, scales + 2 * n + 2 * b) * f32_at(ag, 208 + 4 * b)
+            } else {
+                term
+            };
         }
     }
     s

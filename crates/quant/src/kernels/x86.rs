@@ -856,6 +856,7 @@ macro_rules! packed {
 }
 
 packed!(q4_0_packed_entry, q4_0_packed);
+packed!(q4_1_packed_entry, q4_1_packed);
 packed!(q5_0_packed_entry, q5_0_packed);
 packed!(q8_0_packed_entry, q8_0_packed);
 packed!(q4_k_packed_entry, q4_k_packed);
@@ -885,6 +886,7 @@ pub(super) fn packed(ty: GgmlType, isa: Isa) -> Option<(DotFn, TileFn, RowsFn, P
     }
     match ty {
         GgmlType::Q4_0 => Some(fns!(q4_0_packed_entry)),
+        GgmlType::Q4_1 => Some(fns!(q4_1_packed_entry)),
         GgmlType::Q5_0 => Some(fns!(q5_0_packed_entry)),
         GgmlType::Q8_0 => Some(fns!(q8_0_packed_entry)),
         GgmlType::Q4_K => Some(fns!(q4_k_packed_entry)),

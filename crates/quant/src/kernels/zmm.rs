@@ -1,5 +1,5 @@
 //! 512-bit dot products for the weight types that dominate generation time: Q4_0, Q8_0,
-//! Q4_K and Q6_K (and, packed only, Q5_0: the fallback of Q4_K_M mixtures for rows that are
+//! Q4_K and Q6_K (and, packed only, Q4_1, SmolLM2's type, and Q5_0: the fallback of Q4_K_M mixtures for rows that are
 //! not a multiple of 256, most of SmolLM2's matrices), at the AVX-512 level (F/BW/VNNI; no VBMI, so Cascade Lake runs them too).
 //!
 //! Why not the 256-bit bodies of [`super::x86`] with wider registers: at generation time a
@@ -29,7 +29,11 @@
 //! converts four scales in 128 bits and spreads their products with one permute.) Packed
 //! Q4_K and Q6_K ([`q4_k_packed`], [`q6_k_packed`]) keep one 32-element sub-block per lane,
 //! so their 6- and 8-bit scales apply as one `vpmulld` per 512 weights: Q4_K 19.8 → 31.5
-//! GiB/s, Q6_K 14.5 → 31.2 against the ggml-layout loops. Packed Q4_K then got a header
+//! GiB/s, Q6_K 14.5 → 31.2 against the ggml-layout loops. Packed Q4_1 reads Q4_0's codes
+//! unsigned and adds its mins times the activations' Q8_1 sums, four blocks per 128-bit
+//! FMA: 23.6 → 47.2 GiB/s against the 256-bit ggml-layout loop (`tg/smollm2/Q4_1`; a
+//! 512-bit loop over ggml's blocks that gathered Q8_1 activations with word permutes was
+//! 17% slower than that 256-bit loop, and was dropped). Packed Q4_K then got a header
 //! its 6-bit scales decode from in seven 128-bit operations (ggml's packing took ~25 scalar
 //! ones per block) and multiplies its high nibbles in place (`hi` sums 16× the products,
 //! divided once per group, instead of a shift per register): 27-31 → 37-38.5 GiB/s at one
@@ -351,9 +355,21 @@ pub(crate) trait Packed {
     unsafe fn decode_short(p: *const u8, n: usize) -> ([__m512i; 2], __m128);
     /// `-offset · Σ` per lane from `-8 · Σ`.
     unsafe fn offset_term(neg8: __m512i) -> __m512i;
+    /// Whether the type stores a min per block (`w = d·q + m`), which meets the
+    /// activations' scaled sums.
+    const MINS: bool = false;
+    /// The four mins of the group at `p` (with [`Self::MINS`]).
+    unsafe fn mins(_p: *const u8) -> __m128 {
+        _mm_setzero_ps()
+    }
+    /// The `n` mins of a short group at `p`, zeros after (with [`Self::MINS`]).
+    unsafe fn mins_short(_p: *const u8, _n: usize) -> __m128 {
+        _mm_setzero_ps()
+    }
 }
 
 pub(crate) struct Q4_0Packed;
+pub(crate) struct Q4_1Packed;
 pub(crate) struct Q5_0Packed;
 pub(crate) struct Q8_0Packed;
 
@@ -394,6 +410,34 @@ impl Packed for Q4_0Packed {
     #[inline(always)]
     unsafe fn offset_term(neg8: __m512i) -> __m512i {
         neg8
+    }
+}
+
+impl Packed for Q4_1Packed {
+    const BLOCK_BYTES: usize = Q4_1_BYTES;
+    const MINS: bool = true;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> ([__m512i; 2], __m128) {
+        let v = _mm512_loadu_si512(p as *const __m512i);
+        (Q4_0Packed::nibbles(v), f16x4(p.add(64)))
+    }
+    #[inline(always)]
+    unsafe fn decode_short(p: *const u8, n: usize) -> ([__m512i; 2], __m128) {
+        let v = load_upto(p, 16 * n);
+        (Q4_0Packed::nibbles(v), f16x4_upto(p.add(16 * n), n))
+    }
+    #[inline(always)]
+    unsafe fn offset_term(_: __m512i) -> __m512i {
+        // Unsigned codes: nothing to take out.
+        _mm512_setzero_si512()
+    }
+    #[inline(always)]
+    unsafe fn mins(p: *const u8) -> __m128 {
+        f16x4(p.add(72))
+    }
+    #[inline(always)]
+    unsafe fn mins_short(p: *const u8, n: usize) -> __m128 {
+        f16x4_upto(p.add(18 * n), n)
     }
 }
 
@@ -487,18 +531,21 @@ unsafe fn packed<W: Packed, const M: usize, const N: usize>(
     // Two accumulators per row pair, for alternate groups: one FMA chain would wait on its
     // own latency.
     let mut acc = [[[_mm512_setzero_ps(); 2]; N]; M];
+    // Mins times the activations' scaled sums, four blocks per FMA (types with mins).
+    let mut min_acc = [[_mm_setzero_ps(); N]; M];
     // A macro, not a closure, for the reason given at [`Weights`].
     macro_rules! group {
         ($g:expr, $slot:expr) => {
-            group!($g, $slot, |p: *const u8| W::decode(p))
+            group!($g, $slot, |p: *const u8| (W::decode(p), W::mins(p)))
         };
         ($g:expr, $slot:expr, |$p:ident: *const u8| $decode:expr) => {{
             let g = $g;
             let mut codes = [[_mm512_setzero_si512(); 2]; M];
             let mut scales = [_mm_setzero_ps(); M];
+            let mut mins = [_mm_setzero_ps(); M];
             for m in 0..M {
                 let $p = w[m].as_ptr().add(g * W::GROUP_BYTES);
-                (codes[m], scales[m]) = $decode;
+                ((codes[m], scales[m]), mins[m]) = $decode;
             }
             for r in 0..N {
                 let ap = a[r].as_ptr().add(g * GROUPED_BYTES);
@@ -506,6 +553,12 @@ unsafe fn packed<W: Packed, const M: usize, const N: usize>(
                 let xh = _mm512_loadu_si512(ap.add(64) as *const __m512i);
                 let offset = W::offset_term(_mm512_loadu_si512(ap.add(128) as *const __m512i));
                 let xs = _mm_loadu_ps(ap.add(192) as *const f32);
+                if W::MINS {
+                    let sums = _mm_loadu_ps(ap.add(208) as *const f32);
+                    for m in 0..M {
+                        min_acc[m][r] = _mm_fmadd_ps(mins[m], sums, min_acc[m][r]);
+                    }
+                }
                 for m in 0..M {
                     let [lo, hi] = codes[m];
                     let p = _mm512_dpbusd_epi32(offset, lo, xl);
@@ -532,12 +585,31 @@ unsafe fn packed<W: Packed, const M: usize, const N: usize>(
     if short > 0 {
         // In the slot a padded group would have taken, so that the sum is the same.
         if g % 2 == 0 {
-            group!(g, 0, |p: *const u8| W::decode_short(p, short));
+            group!(g, 0, |p: *const u8| (
+                W::decode_short(p, short),
+                W::mins_short(p, short)
+            ));
         } else {
-            group!(g, 1, |p: *const u8| W::decode_short(p, short));
+            group!(g, 1, |p: *const u8| (
+                W::decode_short(p, short),
+                W::mins_short(p, short)
+            ));
         }
     }
-    acc.map(|rows| rows.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b))))
+    let mut out = [[0f32; N]; M];
+    for m in 0..M {
+        for r in 0..N {
+            let sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][r][0], acc[m][r][1]));
+            out[m][r] = if W::MINS {
+                let v = min_acc[m][r];
+                let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+                sum + _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)))
+            } else {
+                sum
+            };
+        }
+    }
+    out
 }
 
 /// The entry point of one 32-element packed type: `M` packed rows against `N` grouped
@@ -554,6 +626,7 @@ macro_rules! packed_entry {
     };
 }
 packed_entry!(q4_0_packed, Q4_0Packed);
+packed_entry!(q4_1_packed, Q4_1Packed);
 packed_entry!(q5_0_packed, Q5_0Packed);
 packed_entry!(q8_0_packed, Q8_0Packed);
 
