@@ -1,6 +1,7 @@
 //! 512-bit dot products for the weight types that dominate generation time: Q4_0, Q8_0,
-//! Q4_K and Q6_K (and, packed only, Q4_1, SmolLM2's type, and Q5_0: the fallback of Q4_K_M mixtures for rows that are
-//! not a multiple of 256, most of SmolLM2's matrices), at the AVX-512 level (F/BW/VNNI; no VBMI, so Cascade Lake runs them too).
+//! Q4_K and Q6_K (and, packed only, Q4_1, SmolLM2's type, and Q5_0: the fallback of Q4_K_M
+//! mixtures for rows that are not a multiple of 256, most of SmolLM2's matrices), at the
+//! AVX-512 level (F/BW/VNNI; no VBMI, so Cascade Lake runs them too).
 //!
 //! Why not the 256-bit bodies of [`super::x86`] with wider registers: at generation time a
 //! matrix-vector product streams every weight once, and the 256-bit kernels spend ~19
