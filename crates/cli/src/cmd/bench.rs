@@ -151,7 +151,7 @@ struct Sample {
     n_gen: usize,
     n_depth: usize,
     ts: Vec<f64>,
-    /// tgN tests: mean bytes read per generated token ([`Decoder::bytes_per_token`]).
+    /// tgN tests: mean bytes read per generated token ([`ferrite_engine::models::Decoder::bytes_per_token`]).
     bytes_per_token: Option<u64>,
     /// With `--roofline`: the machine's read bandwidth (bytes/s) before each repetition.
     machine_bw: Vec<f64>,

@@ -53,13 +53,7 @@ fn two_bits(plane: &[u8], e: usize) -> u8 {
 /// Decodes one row of `ty` (whole blocks) into codes `q` (one per element) and the per-group
 /// `d`/`m` (one per [`group_size`] elements).
 pub(crate) fn decode_row(ty: GgmlType, row: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::kernels::Isa::best() >= crate::kernels::Isa::Avx2 {
-        // SAFETY: AVX2 and F16C were detected (Isa::Avx2 requires both).
-        unsafe { decode_row_avx2(ty, row, q, d, m) };
-        return;
-    }
-    decode_row_any(ty, row, q, d, m);
+    decode(ty, false, row, q, d, m);
 }
 
 /// Decodes the first `nb` blocks of a packed Q4_0 or Q4_1 row ([`crate::repack`]) straight
@@ -78,31 +72,50 @@ pub(crate) fn decode_packed_q4_row(
     if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1) {
         return false;
     }
-    #[cfg(target_arch = "x86_64")]
-    if crate::kernels::Isa::best() >= crate::kernels::Isa::Avx2 {
-        // SAFETY: AVX2 and F16C were detected (Isa::Avx2 requires both).
-        unsafe { packed_q4_avx2(ty, row, nb, q, d, m) };
-        return true;
-    }
-    packed_q4_any(ty, row, nb, q, d, m);
+    decode(ty, true, row, &mut q[..32 * nb], &mut d[..nb], &mut m[..nb]);
     true
 }
 
+/// [`decode_row`] (ggml rows) or [`decode_packed_q4_row`] (`packed`), compiled for AVX2
+/// where the CPU has it.
+fn decode(ty: GgmlType, packed: bool, row: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::Isa::best() >= crate::kernels::Isa::Avx2 {
+        // SAFETY: AVX2 and F16C were detected (Isa::Avx2 requires both).
+        unsafe { decode_avx2(ty, packed, row, q, d, m) };
+        return;
+    }
+    decode_any(ty, packed, row, q, d, m);
+}
+
+/// The same code compiled for AVX2: the per-element loops vectorise (a third of panel
+/// decoding time at 64-token batches went to the baseline build's scalar loops).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn packed_q4_avx2(
+unsafe fn decode_avx2(
     ty: GgmlType,
+    packed: bool,
     row: &[u8],
-    nb: usize,
     q: &mut [u8],
     d: &mut [f32],
     m: &mut [f32],
 ) {
-    packed_q4_any(ty, row, nb, q, d, m);
+    decode_any(ty, packed, row, q, d, m);
 }
 
 #[inline(always)]
-fn packed_q4_any(ty: GgmlType, row: &[u8], nb: usize, q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
+fn decode_any(ty: GgmlType, packed: bool, row: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
+    if packed {
+        packed_q4(ty, row, q, d, m);
+    } else {
+        decode_row_any(ty, row, q, d, m);
+    }
+}
+
+/// A packed Q4_0/Q4_1 row's first `d.len()` blocks.
+#[inline(always)]
+fn packed_q4(ty: GgmlType, row: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
+    let nb = d.len();
     let (bytes, mins) = match ty {
         GgmlType::Q4_0 => (Q4_0_BYTES, false),
         _ => (Q4_1_BYTES, true),
@@ -123,14 +136,6 @@ fn packed_q4_any(ty: GgmlType, row: &[u8], nb: usize, q: &mut [u8], d: &mut [f32
             };
         }
     }
-}
-
-/// The same code compiled for AVX2: the per-element loops vectorise (a third of panel
-/// decoding time at 64-token batches went to the baseline build's scalar loops).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_row_avx2(ty: GgmlType, row: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
-    decode_row_any(ty, row, q, d, m);
 }
 
 #[inline(always)]
