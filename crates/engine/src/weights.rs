@@ -12,9 +12,9 @@
 //! ([`GgufFile::release_tensor_pages`]), so memory stays one copy of the model. Generation
 //! streams every weight once per token: from the file's 4 KiB pages that is a TLB miss
 //! every 4 KiB and a new prefetch stream per matrix. Matrices of the types whose fastest
-//! kernels read a packed layout on this CPU ([`ferrite_quant::repack`]: Q4_0, Q5_0, Q8_0,
-//! Q4_K and Q6_K with AVX-512 VNNI, whose packed kernels stream 1.6-2.1× more bytes per
-//! second) are packed as they are copied, into the same number of bytes; the others keep
+//! kernels read a packed layout on this CPU ([`ferrite_quant::repack`]: Q4_0, Q4_1, Q5_0,
+//! Q8_0, Q4_K and Q6_K with AVX-512 VNNI, whose packed kernels stream 1.6-2.1× more bytes
+//! per second) are packed as they are copied, into the same number of bytes; the others keep
 //! the file's bytes. Files read into memory (`--no-mmap`) are used in place: there the
 //! original could not be dropped. `FERRITE_REPACK=0` copies without packing and
 //! `FERRITE_COPY=0` leaves matrices in the mapping, for comparisons.

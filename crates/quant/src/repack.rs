@@ -63,7 +63,7 @@ use crate::kernels::scalar::k4_scale_min;
 use crate::kernels::{self, Isa};
 use crate::quantize::pack_scales_6bit;
 
-/// Blocks per packed group of the 32-element types (Q4_0, Q8_0).
+/// Blocks per packed group of the 32-element types (Q4_0, Q4_1, Q5_0, Q8_0).
 pub const GROUP: usize = 4;
 
 /// Blocks per packed group of the 256-element k-quants (Q4_K, Q6_K): as many as one group
