@@ -178,26 +178,27 @@ pub fn pack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
 /// The largest packed group (two Q6_K blocks).
 const MAX_GROUP_BYTES: usize = K_GROUP * Q6_K_BYTES;
 
+/// Where f16 header field `f` (0: the scale, 1: Q4_1's min) of block `b` lies in a packed
+/// Q4_0/Q4_1 group of `n` blocks: after the blocks' 16 code bytes each, one run of `n` per
+/// field.
+fn q4_field_at(n: usize, f: usize, b: usize) -> usize {
+    16 * n + 2 * n * f + 2 * b
+}
+
 /// One packed group from its ggml blocks (`from`: a whole group, padding blocks zeroed
 /// with scale 0, or for the types with a short tail the row's last 1..[`GROUP`] blocks).
 fn pack_group(ty: GgmlType, from: &[u8], out: &mut [u8]) {
     match ty {
-        GgmlType::Q4_0 => {
-            let n = from.len() / Q4_0_BYTES;
-            let (values, scales) = out.split_at_mut(n * 16);
-            for (b, blk) in from.chunks_exact(Q4_0_BYTES).enumerate() {
-                scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
-                values[16 * b..16 * b + 16].copy_from_slice(&blk[2..]);
-            }
-        }
-        GgmlType::Q4_1 => {
-            let n = from.len() / Q4_1_BYTES;
-            let (values, rest) = out.split_at_mut(n * 16);
-            let (scales, mins) = rest.split_at_mut(n * 2);
-            for (b, blk) in from.chunks_exact(Q4_1_BYTES).enumerate() {
-                scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
-                mins[2 * b..2 * b + 2].copy_from_slice(&blk[2..4]);
-                values[16 * b..16 * b + 16].copy_from_slice(&blk[4..]);
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let bytes = ty.type_size() as usize;
+            let n = from.len() / bytes;
+            for (b, blk) in from.chunks_exact(bytes).enumerate() {
+                let (head, codes) = blk.split_at(bytes - 16);
+                out[16 * b..16 * b + 16].copy_from_slice(codes);
+                for (f, field) in head.chunks_exact(2).enumerate() {
+                    let at = q4_field_at(n, f, b);
+                    out[at..at + 2].copy_from_slice(field);
+                }
             }
         }
         GgmlType::Q5_0 => {
@@ -346,22 +347,16 @@ pub fn unpack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
 /// hold as many blocks).
 fn unpack_group(ty: GgmlType, from: &[u8], blocks: &mut [u8]) {
     match ty {
-        GgmlType::Q4_0 => {
-            let n = blocks.len() / Q4_0_BYTES;
-            let (values, scales) = from.split_at(n * 16);
-            for (b, blk) in blocks.chunks_exact_mut(Q4_0_BYTES).enumerate() {
-                blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
-                blk[2..].copy_from_slice(&values[16 * b..16 * b + 16]);
-            }
-        }
-        GgmlType::Q4_1 => {
-            let n = blocks.len() / Q4_1_BYTES;
-            let (values, rest) = from.split_at(n * 16);
-            let (scales, mins) = rest.split_at(n * 2);
-            for (b, blk) in blocks.chunks_exact_mut(Q4_1_BYTES).enumerate() {
-                blk[..2].copy_from_slice(&scales[2 * b..2 * b + 2]);
-                blk[2..4].copy_from_slice(&mins[2 * b..2 * b + 2]);
-                blk[4..].copy_from_slice(&values[16 * b..16 * b + 16]);
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let bytes = ty.type_size() as usize;
+            let n = blocks.len() / bytes;
+            for (b, blk) in blocks.chunks_exact_mut(bytes).enumerate() {
+                let (head, codes) = blk.split_at_mut(bytes - 16);
+                codes.copy_from_slice(&from[16 * b..16 * b + 16]);
+                for (f, field) in head.chunks_exact_mut(2).enumerate() {
+                    let at = q4_field_at(n, f, b);
+                    field.copy_from_slice(&from[at..at + 2]);
+                }
             }
         }
         GgmlType::Q5_0 => {
