@@ -414,18 +414,17 @@ impl Packed for Q4_0Packed {
     }
 }
 
+/// Q4_0's codes and scales, at the same places; the mins follow the scales.
 impl Packed for Q4_1Packed {
     const BLOCK_BYTES: usize = Q4_1_BYTES;
     const MINS: bool = true;
     #[inline(always)]
     unsafe fn decode(p: *const u8) -> ([__m512i; 2], __m128) {
-        let v = _mm512_loadu_si512(p as *const __m512i);
-        (Q4_0Packed::nibbles(v), f16x4(p.add(64)))
+        Q4_0Packed::decode(p)
     }
     #[inline(always)]
     unsafe fn decode_short(p: *const u8, n: usize) -> ([__m512i; 2], __m128) {
-        let v = load_upto(p, 16 * n);
-        (Q4_0Packed::nibbles(v), f16x4_upto(p.add(16 * n), n))
+        Q4_0Packed::decode_short(p, n)
     }
     #[inline(always)]
     unsafe fn offset_term(_: __m512i) -> __m512i {
