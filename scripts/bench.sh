@@ -19,6 +19,7 @@ shift $((OPTIND - 1))
 [ $# -gt 0 ] || { echo "usage: $0 [-p N] [-n N] [-d D[,D]] [-t T[,T]] [-r R] [-k ROUNDS] MODEL.gguf..." >&2; exit 2; }
 cargo build -q --release -p ferrite-cli
 ferrite=./target/release/ferrite
+scripts/check-kernel-calls.sh "$ferrite" || echo "warning: measuring anyway" >&2
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'); threads $t; ferrite ISA: ${FERRITE_ISA:-best}" >&2

@@ -704,7 +704,21 @@ pub(super) unsafe fn q4_k_packed<const M: usize, const N: usize>(
             }
         }
     }
-    acc.map(|rows| rows.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b))))
+    reduce_pairs(acc)
+}
+
+/// Each pair of accumulators summed to one float (loops, for the reason at [`row_ptrs`]).
+#[inline(always)]
+unsafe fn reduce_pairs<const M: usize, const N: usize>(
+    acc: [[[__m512; 2]; N]; M],
+) -> [[f32; N]; M] {
+    let mut out = [[0f32; N]; M];
+    for (out, acc) in out.iter_mut().zip(&acc) {
+        for (o, [a, b]) in out.iter_mut().zip(acc) {
+            *o = _mm512_reduce_add_ps(_mm512_add_ps(*a, *b));
+        }
+    }
+    out
 }
 
 /// Each row's address `at` bytes in. (A loop, not `array::from_fn`: that closure does not
@@ -839,7 +853,7 @@ pub(super) unsafe fn q6_k_packed<const M: usize, const N: usize>(
             }
         }
     }
-    acc.map(|rows| rows.map(|[a, b]| _mm512_reduce_add_ps(_mm512_add_ps(a, b))))
+    reduce_pairs(acc)
 }
 
 /// Q4_K's eight 6-bit scales and mins (12 bytes at `s`) as bytes `[sc0..8, m0..8]`.
