@@ -137,8 +137,29 @@ fn template_renders_like_jinja2() {
 
 #[test]
 fn unknown_model_file_is_a_clear_error() {
-    let out = ferrite(&["tokenize", "/nonexistent/model.gguf", "hi"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/model.gguf"), "{err}");
+    let model = "/nonexistent/model.gguf";
+    let commands: [&[&str]; 7] = [
+        &["tokenize", model, "hi"],
+        &["inspect", model],
+        &[
+            "dump",
+            model,
+            "token_embd.weight",
+            "-o",
+            "/nonexistent/out.npy",
+        ],
+        &["run", model, "-p", "hi"],
+        &["bench", model, "-r", "1"],
+        &["logits", model, "-p", "hi"],
+        &["serve", model, "--port", "0"],
+    ];
+    for args in commands {
+        let out = ferrite(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(model), "{args:?}: {err}");
+        // The OS's reason once: a wrapped error's message is not printed again as its cause.
+        let reason = std::fs::File::open(model).unwrap_err().to_string();
+        assert_eq!(err.matches(&reason).count(), 1, "{args:?}: {err}");
+    }
 }

@@ -146,10 +146,10 @@ impl Weight {
             &rounded
         };
         let product = if self.packed { matmul_packed } else { matmul };
-        product(pool, self.ty, self.bytes(), self.n_rows, self.k, x, n_b, y).map_err(|source| {
+        product(pool, self.ty, self.bytes(), self.n_rows, self.k, x, n_b, y).map_err(|error| {
             Error::Quant {
                 name: self.info.name.clone(),
-                source,
+                error,
             }
         })
     }
@@ -186,9 +186,9 @@ impl Weight {
                 y,
             })
             .collect();
-        matmul_many(pool, first.k, x, n_b, &mut products).map_err(|source| Error::Quant {
+        matmul_many(pool, first.k, x, n_b, &mut products).map_err(|error| Error::Quant {
             name: first.info.name.clone(),
-            source,
+            error,
         })
     }
 
@@ -203,9 +203,9 @@ impl Weight {
             unpacked = row;
             bytes = &unpacked;
         }
-        ferrite_quant::dequantize(self.ty, bytes, out).map_err(|source| Error::Quant {
+        ferrite_quant::dequantize(self.ty, bytes, out).map_err(|error| Error::Quant {
             name: self.info.name.clone(),
-            source,
+            error,
         })
     }
 
@@ -501,9 +501,9 @@ impl Tensors {
         }
         let mut out = vec![0f32; n];
         ferrite_quant::dequantize(info.ty, self.file.tensor_data(info), &mut out).map_err(
-            |source| Error::Quant {
+            |error| Error::Quant {
                 name: name.to_string(),
-                source,
+                error,
             },
         )?;
         Ok(out)

@@ -36,7 +36,7 @@ fn tiny_llama_every_type_matches_llama_cpp() {
             .session(Default::default())
             .and_then(|mut s| s.eval(&ids[..1]).map(|_| ()));
         if let Err(Error::Quant {
-            source: QuantError::Unsupported(_),
+            error: QuantError::Unsupported(_),
             ..
         }) = probe
         {

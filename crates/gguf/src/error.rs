@@ -5,11 +5,13 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("{path}: {source}")]
+    /// The file could not be opened, mapped or read. The message includes the I/O error's
+    /// (which is therefore not also returned by `source()`: a chain printer such as
+    /// anyhow's `{:#}` would repeat it).
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The bytes do not form a valid GGUF file.
     #[error("{}invalid GGUF at byte offset {offset}{}: {message}",

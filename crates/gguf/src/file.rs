@@ -55,9 +55,9 @@ pub struct GgufFile {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> GgufError + '_ {
-    move |source| GgufError::Io {
+    move |error| GgufError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

@@ -51,10 +51,18 @@ pub enum ChatError {
     NoNamedTemplate(String),
     #[error("reading chat template {path}: {err}")]
     Io { path: String, err: std::io::Error },
+    /// The template failed to parse or render; the message (minijinja's alternate form)
+    /// shows the template lines around the fault, so the error is not also a `source()`.
     #[error("chat template: {0:#}")]
-    Render(#[from] Error),
+    Render(Error),
     #[error("chat template kwargs must be a JSON object, got {0}")]
     Kwargs(String),
+}
+
+impl From<Error> for ChatError {
+    fn from(e: Error) -> Self {
+        ChatError::Render(e)
+    }
 }
 
 /// A chat template and the special-token texts it may refer to.
