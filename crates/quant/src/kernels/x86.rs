@@ -170,7 +170,7 @@ unsafe fn legacy<M: Mac, const N: usize, const WB: usize, const AB: usize>(
     for i in 0..nb {
         let wb = w.as_ptr().add(i * WB);
         let (q, q_abs) = decode(wb);
-        let ab = a.map(|r| r.as_ptr().add(i * AB));
+        let ab = super::zmm::row_ptrs(a, i * AB);
         let sp = scale_pairs::<N>(wb, ab);
         if !signed {
             macc = _mm256_add_ps(macc, sp);

@@ -726,7 +726,7 @@ unsafe fn reduce_pairs<const M: usize, const N: usize>(
 /// unrelated change grew the crate, packed Q4_K fell from 35 to 24 GiB/s on two calls per
 /// group.)
 #[inline(always)]
-unsafe fn row_ptrs<const N: usize>(rows: [&[u8]; N], at: usize) -> [*const u8; N] {
+pub(super) unsafe fn row_ptrs<const N: usize>(rows: [&[u8]; N], at: usize) -> [*const u8; N] {
     let mut p = [std::ptr::null(); N];
     for (p, row) in p.iter_mut().zip(rows) {
         *p = row.as_ptr().add(at);
