@@ -38,7 +38,8 @@
 //! its 6-bit scales decode from in seven 128-bit operations (ggml's packing took ~25 scalar
 //! ones per block) and multiplies its high nibbles in place (`hi` sums 16× the products,
 //! divided once per group, instead of a shift per register): 27-31 → 37-38.5 GiB/s at one
-//! thread (`tg/1b/Q4_K-packed`, interleaved runs).
+//! thread (`tg/1b/Q4_K-packed`, interleaved runs). Both loops later lost a third of that to
+//! out-of-line closures (see [`row_ptrs`]); without them: Q4_K 36-40, Q6_K 46-47 GiB/s.
 //!
 //! The packed loops take `M` weight rows as well as `N` activation rows. At generation
 //! (`M = 2`, `N = 1`) each activation register is loaded once for two weight rows, which
